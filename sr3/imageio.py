@@ -1,0 +1,157 @@
+"""Reading and writing images safely.
+
+Every image that enters sr3 goes through :func:`load_image`, which turns the many
+ways a file can be wrong (missing, empty, truncated, not an image, a decompression
+bomb) into a one-line :class:`~sr3.errors.UserError`, and converts grey, RGBA,
+palette and 16-bit images to 8-bit RGB with a warning.  Every image that leaves
+goes through :func:`save_image`, which writes to a temporary file and renames it,
+so an interrupted run never leaves a half-written output.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from .errors import UserError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
+
+# Largest image we agree to decode (pixels).  PIL's own guard is 89 M pixels with a
+# warning only; we make it a hard, explained error.
+MAX_PIXELS = 128 * 1024 * 1024
+
+
+class ImageConversionWarning(UserWarning):
+    """An input image was not 8-bit RGB and was converted."""
+
+
+def list_images(inputs: list[str | Path] | str | Path) -> list[Path]:
+    """Expand files and folders into a sorted list of image paths.
+
+    Folders are searched recursively for the extensions in ``IMAGE_EXTENSIONS``;
+    files given explicitly are kept whatever their extension (so a bad file is
+    reported, not silently skipped).
+    """
+    if isinstance(inputs, (str, Path)):
+        inputs = [inputs]
+    paths: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            paths += sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_EXTENSIONS and q.is_file())
+        elif p.exists():
+            paths.append(p)
+        else:
+            raise UserError(f"{p}: no such file or folder; check the path")
+    return paths
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """Open ``path`` as an 8-bit RGB PIL image, or raise a one-line UserError."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: no such file; check the path")
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, expected an image file")
+    if path.stat().st_size == 0:
+        raise UserError(f"{path}: file is empty (0 bytes); re-export or remove it")
+    old_limit = Image.MAX_IMAGE_PIXELS
+    try:
+        Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.load()
+                return _to_rgb(img, path)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise UserError(
+            f"{path}: image is larger than {MAX_PIXELS // 2**20} M pixels (possible decompression bomb); "
+            "downscale it first") from None
+    except UnidentifiedImageError:
+        raise UserError(f"{path}: not a readable image (supported: png, jpg, webp, tiff, bmp)") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise UserError(f"{path}: corrupt or truncated image ({e}); re-export or remove it") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = old_limit
+
+
+def _to_rgb(img: Image.Image, path: Path) -> Image.Image:
+    if img.mode == "RGB":
+        return img.copy()
+    original = img.mode
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "I;16N"):
+        # 16-bit grey: PIL's convert("RGB") clips at 255, so scale explicitly.
+        arr = np.asarray(img, dtype=np.float64)
+        peak = 65535.0 if arr.max() > 255 or img.mode.startswith("I;16") else 255.0
+        arr = np.clip(np.round(arr / peak * 255.0), 0, 255).astype(np.uint8)
+        out = Image.fromarray(arr, mode="L").convert("RGB")
+    elif img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        out = Image.alpha_composite(background, rgba).convert("RGB")
+    else:
+        out = img.convert("RGB")
+    warnings.warn(f"{path}: converted {original} image to RGB", ImageConversionWarning, stacklevel=3)
+    return out
+
+
+def save_image(img: Image.Image, path: str | Path, **save_kwargs) -> Path:
+    """Write ``img`` atomically: to a temporary file in the same folder, then rename.
+
+    The format follows the file extension.  Raises UserError if the folder cannot
+    be created or written.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise UserError(f"{path.parent}: cannot write output folder ({e.strerror}); choose another --out") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            fmt = Image.registered_extensions().get(path.suffix.lower(), "PNG")
+            if fmt == "JPEG":
+                save_kwargs.setdefault("quality", 95)
+            img.save(f, format=fmt, **save_kwargs)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write bytes to ``path`` through a temporary file and rename (no torn files)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def pil_to_tensor(img: Image.Image) -> torch.Tensor:
+    """PIL RGB -> float tensor [3, H, W] in [-1, 1] (the model's range)."""
+    arr = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy())
+    return arr.permute(2, 0, 1).float().div(127.5).sub(1.0)
+
+
+def tensor_to_pil(x: torch.Tensor) -> Image.Image:
+    """Float tensor [3, H, W] in [-1, 1] -> PIL RGB (rounded, clipped)."""
+    arr = x.detach().float().clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)
+    return Image.fromarray(arr.permute(1, 2, 0).cpu().numpy(), mode="RGB")

@@ -1,0 +1,272 @@
+"""``sr3 study create``: turn folders of references and method outputs into a study database.
+
+Outputs are matched to references by file name (relative path without the
+extension, so ``a.png`` matches ``a.jpg``).  Only images that every method has
+are used, so all methods are judged on the same photos.  A bad image is
+reported and its name left out; it never stops the build.
+
+Every served image is re-encoded here, once: decoded to 8-bit RGB (which drops
+EXIF, ICC profiles, text chunks and the file name) and written as PNG with
+``compress_level=0``.  Uncompressed PNG of a given size has a byte length fixed
+by its dimensions alone, so the two images of a trial are identical in format,
+size, encoder settings *and* length: the network panel cannot hint that a
+blurrier image (which would compress better) is the model's.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import secrets
+import warnings
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..errors import UserError
+from ..imageio import list_images, load_image
+from . import design
+from .config import TASK_REFERENCE, TASKS, StudyConfig
+from .db import StudyDB, is_postgres_url
+
+METHOD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,39}$")
+# Catch trials: the reference shrunk by this factor and blown back up, i.e. an
+# unmistakably blurry copy that an attentive rater never calls the camera image.
+CATCH_DOWNSCALE = 8
+
+
+def new_id() -> str:
+    """An opaque, unguessable id for anything a rater's browser sees (128 bits)."""
+    return secrets.token_urlsafe(16)
+
+
+def encode_png(img: Image.Image) -> bytes:
+    """Canonical encoding for every served image (see module docstring)."""
+    clean = Image.fromarray(np.asarray(img.convert("RGB"), dtype=np.uint8), mode="RGB")  # no .info carried over
+    buf = io.BytesIO()
+    clean.save(buf, format="PNG", compress_level=0)
+    return buf.getvalue()
+
+
+def degrade_for_catch(img: Image.Image) -> Image.Image:
+    w, h = img.size
+    small = img.resize((max(1, w // CATCH_DOWNSCALE), max(1, h // CATCH_DOWNSCALE)), Image.Resampling.BOX)
+    return small.resize((w, h), Image.Resampling.BICUBIC)
+
+
+def make_lr(img: Image.Image, scale: int) -> Image.Image:
+    """The LR input shown in the reference task: sr3's one degradation operator."""
+    from ..degradation import downsample
+    from ..imageio import pil_to_tensor, tensor_to_pil
+    return tensor_to_pil(downsample(pil_to_tensor(img)[None], scale)[0])
+
+
+def parse_methods(specs: list[str]) -> dict[str, Path]:
+    """``["A=dir1,B=dir2", "C=dir3"]`` -> ``{"A": dir1, "B": dir2, "C": dir3}``."""
+    methods: dict[str, Path] = {}
+    for spec in specs:
+        for item in spec.split(","):
+            if not item.strip():
+                continue
+            name, sep, folder = item.partition("=")
+            name = name.strip()
+            if not sep or not folder.strip():
+                raise UserError(f"--methods {item!r}: expected NAME=DIR; e.g. --methods sr3=out/sr3,bicubic=out/bicubic")
+            if not METHOD_NAME.match(name):
+                raise UserError(f"--methods {name!r}: method names are 1-40 letters, digits, '_', '.', '+', '-'; rename it")
+            if name in methods:
+                raise UserError(f"--methods {name!r}: given twice; give each method once")
+            methods[name] = Path(folder.strip())
+    if not methods:
+        raise UserError("--methods: no method given; pass NAME=DIR for each method's outputs")
+    return methods
+
+
+def index_folder(folder: Path, role: str) -> dict[str, Path]:
+    """Image files of ``folder`` keyed by relative path without extension."""
+    if not folder.is_dir():
+        raise UserError(f"{folder}: no such folder ({role}); check the path")
+    found: dict[str, Path] = {}
+    for path in list_images(folder):
+        key = path.relative_to(folder).with_suffix("").as_posix()
+        if key in found:
+            raise UserError(f"{path}: same name as {found[key].name} ({role}); keep one file per image name")
+        found[key] = path
+    if not found:
+        raise UserError(f"{folder}: no images found ({role}); expected .png/.jpg/.webp/.tif/.bmp files")
+    return found
+
+
+@dataclass
+class _Blobs:
+    ref: int
+    methods: dict
+    lr: int | None
+    degraded: int | None
+    size: tuple[int, int]
+    lr_size: tuple[int, int] | None
+
+
+def create_study(reference: str | Path, methods: dict[str, Path], out: str | Path, *,
+                 tasks: tuple[str, ...] = ("camera",), display_seconds: float = 3.0,
+                 trials_per_rater: int = 50, catch_rate: float = 0.1, seed: int = 0,
+                 lr: str | Path | None = None, scale: int | None = None,
+                 consent_text: str | None = None, min_catch_pass: float = 0.8) -> dict:
+    """Build the study at ``out`` (a new SQLite file or a PostgreSQL URL); returns a summary."""
+    _validate(tasks, display_seconds, trials_per_rater, catch_rate, scale, min_catch_pass)
+    needs_lr = TASK_REFERENCE in tasks
+    if needs_lr and lr is None and scale is None:
+        raise UserError("--task reference needs the LR input: pass --lr DIR, or --scale N to make it "
+                        "by bicubic downsampling of the references")
+    refs = index_folder(Path(reference), "references")
+    outputs = {m: index_folder(Path(d), f"method {m}") for m, d in methods.items()}
+    lrs = index_folder(Path(lr), "LR inputs") if (needs_lr and lr is not None) else None
+    names = _match(refs, outputs)
+
+    config = StudyConfig(
+        tasks=tuple(tasks), methods=tuple(methods), display_seconds=float(display_seconds),
+        trials_per_rater=int(trials_per_rater), catch_rate=float(catch_rate), seed=int(seed),
+        scale=scale, min_catch_pass=float(min_catch_pass),
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **({"consent_text": consent_text} if consent_text else {}))
+
+    out = str(out)
+    postgres = is_postgres_url(out)
+    final = Path(out)
+    build_target = out if postgres else final.with_name(f".{final.name}.{secrets.token_hex(4)}.tmp")
+    if not postgres and final.exists():
+        raise UserError(f"{final}: already exists; choose another --out or delete it "
+                        "(a study database holds answers, sr3 never overwrites it)")
+    db = None
+    try:
+        db = StudyDB(build_target, create=True)
+        with db.write() as tx:
+            blobs = _store_images(db, tx, names, refs, outputs, lrs, config)
+            if not blobs:
+                raise UserError(f"{reference}: none of the matched images could be used (see warnings above); "
+                                "fix or remove the bad files")
+            config = replace(config, n_images=len(blobs))
+            if config.trials_per_rater > len(blobs):
+                warnings.warn(f"--trials-per-rater {config.trials_per_rater} is more than the {len(blobs)} images: "
+                              "raters will see some photos more than once (with different methods)")
+            pool = design.build_pool(config, sorted(blobs))
+            _store_trials(db, tx, pool, blobs)
+            tx.run("INSERT INTO meta (key, value) VALUES ('config', ?)", (config.to_json(),))
+        db.close()
+        if not postgres:
+            os.replace(build_target, final)
+    except BaseException:
+        if db is not None:
+            db.close()
+        if not postgres:
+            Path(build_target).unlink(missing_ok=True)
+        raise
+    n_method = sum(t.kind == design.KIND_METHOD for t in pool)
+    return {"out": out, "images": len(blobs), "methods": list(methods), "tasks": list(tasks),
+            "method_trials": n_method, "catch_trials": len(pool) - n_method,
+            "trials_per_rater": min(config.trials_per_rater, n_method // len(tasks)) + config.n_catch}
+
+
+def _validate(tasks, display_seconds, trials_per_rater, catch_rate, scale, min_catch_pass) -> None:
+    if not tasks or any(t not in TASKS for t in tasks):
+        raise UserError(f"--task {tasks}: choose camera, reference or both")
+    if not (display_seconds >= 0):
+        raise UserError(f"--display-seconds {display_seconds}: must be >= 0 (0 = until answered; the paper uses 3)")
+    if trials_per_rater < 1:
+        raise UserError(f"--trials-per-rater {trials_per_rater}: must be at least 1")
+    if not (0 <= catch_rate < 1):
+        raise UserError(f"--catch-rate {catch_rate}: must be in [0, 1), e.g. 0.1")
+    if scale is not None and scale < 2:
+        raise UserError(f"--scale {scale}: must be an integer >= 2 (e.g. 4 for 64->256)")
+    if not (0 <= min_catch_pass <= 1):
+        raise UserError(f"--min-catch-pass {min_catch_pass}: must be in [0, 1]")
+
+
+def _match(refs: dict[str, Path], outputs: dict[str, dict[str, Path]]) -> list[str]:
+    names = set(refs)
+    for method, files in outputs.items():
+        missing = sorted(set(refs) - set(files))
+        if missing:
+            warnings.warn(f"method {method}: no output for {len(missing)} reference image(s) "
+                          f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}); they are left out")
+        extra = sorted(set(files) - set(refs))
+        if extra:
+            warnings.warn(f"method {method}: {len(extra)} output(s) have no reference of the same name "
+                          f"({', '.join(extra[:5])}{', ...' if len(extra) > 5 else ''}); ignored")
+        names &= set(files)
+    if not names:
+        raise UserError("no file name is shared by the references and every method's outputs; "
+                        "outputs are matched to references by file name (extension ignored)")
+    return sorted(names)
+
+
+def _store_images(db, tx, names, refs, outputs, lrs, config: StudyConfig) -> dict[str, _Blobs]:
+    next_blob = [0]
+
+    def put(img: Image.Image) -> int:
+        next_blob[0] += 1
+        tx.run("INSERT INTO blobs (id, data) VALUES (?, ?)", (next_blob[0], db.blob_param(encode_png(img))))
+        return next_blob[0]
+
+    blobs: dict[str, _Blobs] = {}
+    for name in names:
+        try:
+            ref = load_image(refs[name])
+            outs = {m: load_image(files[name]) for m, files in outputs.items()}
+        except UserError as e:
+            warnings.warn(f"{e}; image {name!r} is left out of the study")
+            continue
+        wrong = [f"{m} {o.size[0]}x{o.size[1]}" for m, o in outs.items() if o.size != ref.size]
+        if wrong:
+            warnings.warn(f"{refs[name]}: reference is {ref.size[0]}x{ref.size[1]} but {', '.join(wrong)}; "
+                          "both images of a trial must be the same size, image left out")
+            continue
+        lr_img = None
+        if TASK_REFERENCE in config.tasks:
+            if lrs is not None:
+                if name not in lrs:
+                    warnings.warn(f"{name}: no LR input of that name in --lr; image left out")
+                    continue
+                try:
+                    lr_img = load_image(lrs[name])
+                except UserError as e:
+                    warnings.warn(f"{e}; image {name!r} is left out of the study")
+                    continue
+            else:
+                w, h = ref.size
+                if w % config.scale or h % config.scale:
+                    warnings.warn(f"{refs[name]}: {w}x{h} is not divisible by --scale {config.scale}; "
+                                  "image left out (crop it or pass --lr)")
+                    continue
+                lr_img = make_lr(ref, config.scale)
+        blobs[name] = _Blobs(
+            ref=put(ref), methods={m: put(o) for m, o in outs.items()},
+            lr=put(lr_img) if lr_img is not None else None,
+            degraded=put(degrade_for_catch(ref)) if config.n_catch else None,
+            size=ref.size, lr_size=lr_img.size if lr_img is not None else None)
+    return blobs
+
+
+def _store_trials(db, tx, pool: list[design.PoolTrial], blobs: dict[str, _Blobs]) -> None:
+    images, trials = [], []
+
+    def alias(blob_id: int, size) -> str:
+        image_id = new_id()
+        images.append((image_id, blob_id, size[0], size[1]))
+        return image_id
+
+    for t in pool:
+        b = blobs[t.image_name]
+        real = b.ref
+        other = b.methods[t.method] if t.kind == design.KIND_METHOD else b.degraded
+        left, right = (real, other) if t.real_side == "left" else (other, real)
+        middle = alias(b.lr, b.lr_size) if t.task == TASK_REFERENCE else None
+        trials.append((new_id(), t.task, t.kind, t.method, t.image_name, t.real_side, t.pool_index,
+                       alias(left, b.size), alias(right, b.size), middle))
+    tx.many("INSERT INTO images (id, blob_id, width, height) VALUES (?, ?, ?, ?)", images)
+    tx.many("INSERT INTO trials (id, task, kind, method, image_name, real_side, pool_index, "
+            "left_image, right_image, middle_image) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", trials)

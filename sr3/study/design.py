@@ -1,0 +1,103 @@
+"""The seeded experimental design: which trials exist, which side is real, who sees what.
+
+Pure functions of the :class:`~.config.StudyConfig` (and, for a rater, of the
+rater's arrival index), so the same seed always gives the same study.  The
+opaque ids that go on the wire are *not* part of the design: they come from
+``secrets`` because they are security tokens, not experimental choices.
+
+Design choices (and why):
+
+* **One pool trial per (task, method, image)**, ordered in rounds so that any
+  run of at most ``n_images`` consecutive trials shows every image at most once
+  and cycles through the methods (a Latin-square-like layout).  Rater *j* of a
+  task takes the next ``trials_per_rater`` trials cyclically, so coverage of
+  (method, image) stays balanced as raters arrive and a rater does not see the
+  same photo twice (which would betray the reference: it is the one that repeats).
+* **Sides are balanced**: exactly half of the trials (+-1) have the real image on
+  the left, in a seeded random order, so a rater with a side bias scores 50%.
+* **Catch trials** (an obviously degraded copy against the reference) use
+  images the rater does not otherwise see where possible, and sit at seeded
+  random positions in the rater's sequence.
+* With both tasks, raters alternate between them on arrival: each rater keeps
+  one question for the whole session, as in the paper's two separate studies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import StudyConfig
+
+KIND_METHOD = "method"
+KIND_CATCH = "catch"
+
+# Fixed tags keep the random streams of different purposes independent.
+_TAG_IMAGE_ORDER, _TAG_SIDES, _TAG_CATCH_SIDES, _TAG_RATER = 1, 2, 3, 4
+
+
+@dataclass(frozen=True)
+class PoolTrial:
+    task: str
+    kind: str
+    method: str | None
+    image_name: str
+    real_side: str
+    pool_index: int
+
+
+def _rng(seed: int, *tags: int) -> np.random.Generator:
+    return np.random.default_rng([seed, *tags])
+
+
+def _balanced_sides(n: int, rng: np.random.Generator) -> list[str]:
+    sides = (["left", "right"] * ((n + 1) // 2))[:n]
+    return [sides[i] for i in rng.permutation(n)]
+
+
+def build_pool(config: StudyConfig, image_names: list[str]) -> list[PoolTrial]:
+    """All trials of the study, method and catch, for every task."""
+    names = sorted(image_names)
+    methods = list(config.methods)
+    pool: list[PoolTrial] = []
+    for t, task in enumerate(config.tasks):
+        order = [names[i] for i in _rng(config.seed, _TAG_IMAGE_ORDER, t).permutation(len(names))]
+        cells = [(methods[(r + j) % len(methods)], name)
+                 for r in range(len(methods)) for j, name in enumerate(order)]
+        sides = _balanced_sides(len(cells), _rng(config.seed, _TAG_SIDES, t))
+        pool += [PoolTrial(task, KIND_METHOD, m, name, side, i)
+                 for i, ((m, name), side) in enumerate(zip(cells, sides))]
+        if config.n_catch:
+            sides = _balanced_sides(len(order), _rng(config.seed, _TAG_CATCH_SIDES, t))
+            pool += [PoolTrial(task, KIND_CATCH, None, name, side, i)
+                     for i, (name, side) in enumerate(zip(order, sides))]
+    return pool
+
+
+def rater_task(config: StudyConfig, rater_index: int) -> str:
+    return config.tasks[rater_index % len(config.tasks)]
+
+
+def rater_sequence(config: StudyConfig, rater_index: int, method_trials: list, catch_trials: list,
+                   image_of=lambda trial: trial.image_name) -> list:
+    """The ordered trials rater number ``rater_index`` answers.
+
+    ``method_trials`` and ``catch_trials`` are the pool trials of this rater's
+    task, each list sorted by ``pool_index``; any objects work as long as
+    ``image_of(trial)`` gives the image name.  Returns a list of those objects.
+    """
+    j = rater_index // len(config.tasks)  # index among raters of this task
+    n = min(config.trials_per_rater, len(method_trials))
+    start = j * n
+    chosen = [method_trials[(start + i) % len(method_trials)] for i in range(n)]
+    rng = _rng(config.seed, _TAG_RATER, rater_index)
+    n_catch = min(config.n_catch, len(catch_trials))
+    if n_catch:
+        seen = {image_of(t) for t in chosen}
+        fresh = [t for t in catch_trials if image_of(t) not in seen]
+        stale = [t for t in catch_trials if image_of(t) in seen]
+        fresh = [fresh[i] for i in rng.permutation(len(fresh))]
+        stale = [stale[i] for i in rng.permutation(len(stale))]
+        chosen += (fresh + stale)[:n_catch]
+    return [chosen[i] for i in rng.permutation(len(chosen))]

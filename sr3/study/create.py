@@ -150,9 +150,11 @@ def create_study(reference: str | Path, methods: dict[str, Path], out: str | Pat
                 raise UserError(f"{reference}: none of the matched images could be used (see warnings above); "
                                 "fix or remove the bad files")
             config = replace(config, n_images=len(blobs))
-            if config.trials_per_rater > len(blobs):
+            shown = min(config.trials_per_rater, len(blobs) * len(methods))  # a rater sees each trial once
+            if shown > len(blobs):
                 warnings.warn(f"--trials-per-rater {config.trials_per_rater} is more than the {len(blobs)} images: "
-                              "raters will see some photos more than once (with different methods)")
+                              "raters will see some photos more than once (with different methods), "
+                              "which can betray the reference (it is the image that repeats)")
             pool = design.build_pool(config, sorted(blobs))
             _store_trials(db, tx, pool, blobs)
             tx.run("INSERT INTO meta (key, value) VALUES ('config', ?)", (config.to_json(),))

@@ -81,6 +81,10 @@ def test_answers_survive_kill_and_restart(study):
     try:
         c = httpx.Client(base_url=server.url, timeout=30)
         state = c.post("/api/consent", json={"consent": True}).json()
+        # Over a real uvicorn too, both images of a pair carry identical headers (no Date, no Server).
+        left, right = c.get(state["trial"]["left"]), c.get(state["trial"]["right"])
+        assert dict(left.headers) == dict(right.headers) and len(left.content) == len(right.content)
+        assert "date" not in left.headers and "server" not in left.headers
         sent = []
         for _ in range(3):
             body = {"trial": state["trial"]["id"], "choice": "left", "rt_ms": 100}

@@ -126,9 +126,11 @@ def analyse(responses: list[dict], raters: list[dict], *, methods: list[str], ta
         for method in methods:
             rows = [r for r in kept if r["task"] == task and r["method"] == method]
             fooled = np.array([not r["chose_real"] for r in rows], dtype=bool)
-            r_ids = {name: i for i, name in enumerate(sorted({r["rater"] for r in rows}))}
+            # Index raters by arrival order, not by their random public ids, so the
+            # bootstrap draws depend only on the seed and the answers.
+            r_ids = {name: i for i, name in enumerate(sorted({r["rater_index"] for r in rows}))}
             i_ids = {name: i for i, name in enumerate(sorted({r["image_name"] for r in rows}))}
-            lo, hi = bootstrap_ci(np.array([r_ids[r["rater"]] for r in rows], dtype=np.int64),
+            lo, hi = bootstrap_ci(np.array([r_ids[r["rater_index"]] for r in rows], dtype=np.int64),
                                   np.array([i_ids[r["image_name"]] for r in rows], dtype=np.int64),
                                   fooled, n_boot=n_boot, seed=_group_seed(seed, task, method))
             confusion.append({
@@ -164,6 +166,7 @@ def plot(result: dict, tasks: list[str], methods: list[str], title: str | None =
     fig, axes = plt.subplots(1, len(tasks), figsize=(1.2 + 1.5 * len(methods) * len(tasks), 3.6),
                              squeeze=False, sharey=True)
     colors = plt.get_cmap("tab10").colors
+    highest = 0.0
     for ax, task in zip(axes[0], tasks):
         rows = {r["method"]: r for r in result["confusion"] if r["task"] == task}
         x = np.arange(len(methods))
@@ -173,16 +176,18 @@ def plot(result: dict, tasks: list[str], methods: list[str], title: str | None =
         yerr = np.array([[max(r - l, 0) for r, l in zip(rates, lo)], [max(h - r, 0) for r, h in zip(rates, hi)]])
         ax.bar(x, rates, color=[colors[i % len(colors)] for i in range(len(methods))], width=0.65,
                yerr=np.nan_to_num(yerr), capsize=4, ecolor="#333")
-        for xi, rate, m in zip(x, rates, methods):
+        tops = [h if not np.isnan(h) else r for r, h in zip(rates, hi)]
+        for xi, rate, top, m in zip(x, rates, tops, methods):
             n = rows[m]["n_answers"]
-            ax.text(xi, rate + 1.5, f"{rate:.1f}%" if n else "n/a", ha="center", va="bottom", fontsize=9)
+            ax.text(xi, top + 1.5, f"{rate:.1f}%" if n else "n/a", ha="center", va="bottom", fontsize=9)
         ax.axhline(50, color="#555", linestyle="--", linewidth=1)
         ax.set_xticks(x, methods, rotation=20 if len(methods) > 3 else 0)
-        ax.set_ylim(0, 60 if max(hi + rates, default=0) < 55 else 100)
+        highest = max([highest, *tops])
         ax.set_title(QUESTIONS[task] if len(QUESTIONS[task]) < 40 else
                      ("Task without input" if task == "camera" else "Task with input shown"), fontsize=10)
         ax.spines[["top", "right"]].set_visible(False)
-    axes[0][0].set_ylabel("Fool rate (%)")
+    axes[0][0].set_ylim(0, min(100, max(60, 10 * np.ceil((highest + 8) / 10))))  # shared by all panels
+    axes[0][0].set_ylabel("Fool rate (%), 95% CI")
     if title:
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()

@@ -16,6 +16,12 @@ CHROMIUM = "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM),
                                 reason=f"no Chromium at {CHROMIUM} (Debian: apt-get install chromium)")
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+VISIBILITY = """() => {
+  const img = (id) => document.getElementById(id);
+  const vis = (id) => getComputedStyle(img(id)).visibility;
+  return {expired: document.body.dataset.expired, left: vis("img-left"), right: vis("img-right"),
+          loaded: [img("img-left").naturalWidth, img("img-right").naturalWidth]};
+}"""
 
 
 def truth(db) -> dict[str, tuple[str, str, str | None]]:
@@ -29,7 +35,7 @@ def truth(db) -> dict[str, tuple[str, str, str | None]]:
 
 def test_rater_page_in_chromium(tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api")
-    dirs = make_folders(tmp_path, ["A", "B"], n_images=4, size=32)
+    dirs = make_folders(tmp_path, ["A", "B"], n_images=4, size=240)  # a pair is wider than a phone
     db = tmp_path / "study.db"
     # 4 method trials + 1 catch; a short display time so the hiding is observed quickly.
     create_study(dirs["reference"], {"A": dirs["A"], "B": dirs["B"]}, db, trials_per_rater=4, catch_rate=0.25,
@@ -50,11 +56,15 @@ def test_rater_page_in_chromium(tmp_path):
             for i, key in enumerate(keys):
                 page.wait_for_selector(f'body[data-ready="1"][data-answered="{i}"]')
                 assert page.inner_text("#progress-text") == f"{i + 1} / 5"
-                assert page.is_visible("#img-left") and page.is_visible("#img-right")
+                # Both images loaded, and shown or hidden together (read in one go: the timer may fire any time).
+                seen = page.evaluate(VISIBILITY)
+                assert seen["loaded"] == [240, 240]
+                assert seen["left"] == seen["right"] == ("hidden" if seen["expired"] == "1" else "visible")
                 if i == 0:
                     # After the display time both images are hidden, but an answer is still taken.
                     page.wait_for_selector('body[data-expired="1"]')
-                    assert not page.is_visible("#img-left") and not page.is_visible("#img-right")
+                    seen = page.evaluate(VISIBILITY)
+                    assert seen["left"] == seen["right"] == "hidden"
                 page.keyboard.press(key)
             page.wait_for_selector('body[data-screen="done"]')
             resume = page.get_attribute("#resume-link", "href")
@@ -73,6 +83,9 @@ def test_rater_page_in_chromium(tmp_path):
             left, right = mobile.locator("#choice-left").bounding_box(), mobile.locator("#choice-right").bounding_box()
             assert 0 <= left["x"] and left["x"] + left["width"] <= right["x"] and right["x"] + right["width"] <= 375
             assert mobile.evaluate("document.documentElement.scrollWidth") <= 375  # no sideways scrolling
+            shown = mobile.evaluate("[document.getElementById('img-left').getBoundingClientRect().width,"
+                                    " document.getElementById('img-right').getBoundingClientRect().width]")
+            assert shown[0] == shown[1] < 240  # both scaled down alike
             mobile.tap("#choice-right")
             mobile.wait_for_selector('body[data-answered="1"]')
             # The resume link from the desktop opens the same (finished) rater on the phone.

@@ -186,6 +186,8 @@ def test_cli_create_and_one_line_errors(tmp_path, capsys):
                  "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("sr3: error: ") and "already exists" in err
+    assert main(["study", "serve", str(tmp_path / "nope.db")]) == 2
+    assert "no such study database" in capsys.readouterr().err
     assert main(["study", "report", str(tmp_path / "nope.db"), "--out", str(tmp_path / "r")]) == 2
     assert "no such study database" in capsys.readouterr().err
     (tmp_path / "junk.db").write_bytes(b"this is not sqlite" * 100)

@@ -80,13 +80,14 @@ def _create(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from .server import serve
-    token = args.admin_token or os.environ.get("SR3_STUDY_ADMIN_TOKEN")
-    if not token:
-        token = secrets.token_urlsafe(18)
-        print(f"admin token (generated): {token}")
     if not (0 < args.port < 65536):
         raise UserError(f"--port {args.port}: must be 1-65535")
-    serve(args.db, host=args.host, port=args.port, admin_token=token, max_raters=args.max_raters)
+    token = args.admin_token or os.environ.get("SR3_STUDY_ADMIN_TOKEN")
+    generated = not token
+    if generated:
+        token = secrets.token_urlsafe(18)
+    serve(args.db, host=args.host, port=args.port, admin_token=token, max_raters=args.max_raters,
+          show_token=generated)
     return 0
 
 

@@ -32,6 +32,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..errors import UserError
 from . import design
 from .config import QUESTIONS
 from .db import RESPONSE_COLUMNS, StudyDB, load_raters, load_responses
@@ -347,13 +348,36 @@ def is_loopback(host: str) -> bool:
 
 
 def serve(db_path: str | Path, host: str = "127.0.0.1", port: int = 8000, admin_token: str | None = None,
-          max_raters: int | None = None, log_level: str = "warning") -> None:
-    """Run the study with uvicorn until interrupted."""
+          max_raters: int | None = None, log_level: str = "warning", show_token: bool = False) -> None:
+    """Run the study with uvicorn until interrupted.
+
+    uvicorn's access log stays off (``log_level="warning"``): it would record
+    resume links, which are the raters' secrets.
+    """
     import uvicorn
     if not is_loopback(host):
         warnings.warn(f"--host {host}: the study is reachable from the network; put it behind HTTPS "
                       "(a reverse proxy) so rater cookies and the admin token are not sent in clear text")
     app = create_app(db_path, admin_token, max_raters=max_raters, secure_cookie=False)
+    _check_bindable(host, port)
+    if show_token:
+        print(f"admin token (generated): {admin_token}")
     print(f"serving {db_path} on http://{host}:{port}/  (admin: GET /admin/status, /admin/export with "
           "'Authorization: Bearer TOKEN'; Ctrl+C stops)", flush=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False, date_header=False)
+
+
+def _check_bindable(host: str, port: int) -> None:
+    """Turn "address in use" into a one-line error before uvicorn logs and exits."""
+    import socket
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise UserError(f"--host {host}: cannot resolve ({e.strerror}); use an IP address such as 127.0.0.1") from None
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(address)
+        except OSError as e:
+            raise UserError(f"--port {port}: cannot listen on {host} ({e.strerror}); choose another --port") from None

@@ -1,0 +1,148 @@
+"""Model directories and training checkpoints: JSON + safetensors, never pickle.
+
+A *model directory* is ``config.json`` (a :class:`sr3.config.Config`) beside
+``model.safetensors`` (EMA weights).  It alone rebuilds the model.
+
+A *training checkpoint* (``OUT/checkpoint``) adds the raw weights, the optimiser
+moments and ``state.json`` (the step); it is written to a temporary folder and
+swapped in with renames, so a kill at any moment leaves the previous checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .config import Config
+from .errors import UserError
+from .imageio import atomic_write_text
+from .unet import UNet
+
+CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
+
+
+def resolve_model_dir(path: str | Path) -> Path:
+    """Accept a model directory or a training output folder (which holds ``model/``)."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: model directory not found; pass --model DIR (a folder with {CONFIG_FILE} "
+                        f"and {WEIGHTS_FILE})")
+    if not (path / WEIGHTS_FILE).exists() and (path / "model" / WEIGHTS_FILE).exists():
+        return path / "model"
+    return path
+
+
+def save_model_dir(path: str | Path, model: torch.nn.Module, config: Config, dtype: torch.dtype | None = None,
+                   extra_files: dict[str, dict] | None = None) -> Path:
+    """Write config.json and model.safetensors (optionally cast to ``dtype``, e.g. bf16 to ship)."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tensors = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
+               for k, v in model.state_dict().items()}
+    _atomic_save_tensors(tensors, path / WEIGHTS_FILE, {"format": "pt"})
+    atomic_write_text(path / CONFIG_FILE, config.to_json())
+    for name, content in (extra_files or {}).items():
+        atomic_write_text(path / name, json.dumps(content, indent=2))
+    return path
+
+
+def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> tuple[UNet, Config]:
+    """Rebuild a model from its directory, or raise a one-line UserError saying what is wrong."""
+    path = resolve_model_dir(path)
+    config = Config.from_json_file(path / CONFIG_FILE)
+    weights = path / WEIGHTS_FILE
+    state = read_tensors(weights)
+    model = UNet(config.model)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
+        raise UserError(f"{weights}: weights do not match {path / CONFIG_FILE} ({detail}); "
+                        "the config was edited or the weights are incomplete — retrain or restore the files")
+    for name, tensor in state.items():
+        if tensor.shape != expected[name].shape:
+            raise UserError(f"{weights}: tensor {name} has shape {tuple(tensor.shape)} but {CONFIG_FILE} implies "
+                            f"{tuple(expected[name].shape)}; the config does not match the weights")
+    model.load_state_dict({k: v.float() for k, v in state.items()})
+    return model.to(device).eval(), config
+
+
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    if not path.exists():
+        raise UserError(f"{path}: weights file missing; the model directory is incomplete")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise UserError(f"{path}: corrupt safetensors file ({e}); restore or retrain it") from None
+
+
+def _atomic_save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict | None = None) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+
+
+# ------------------------------------------------------------ training state
+def save_training_checkpoint(out: Path, model: torch.nn.Module, ema: torch.nn.Module,
+                             optimizer: torch.optim.Optimizer, step: int, config: Config) -> None:
+    """Write OUT/checkpoint atomically (temporary folder, then rename over the old one)."""
+    final, tmp, old = out / "checkpoint", out / ".checkpoint.tmp", out / ".checkpoint.old"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp / "raw.safetensors"))
+    save_file({k: v.detach().cpu().contiguous() for k, v in ema.state_dict().items()}, str(tmp / "ema.safetensors"))
+    save_file(_flatten_optimizer(optimizer), str(tmp / "optimizer.safetensors"))
+    (tmp / CONFIG_FILE).write_text(config.to_json())
+    (tmp / "state.json").write_text(json.dumps({"step": step}))
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_training_checkpoint(out: Path, model: torch.nn.Module, ema: torch.nn.Module,
+                             optimizer: torch.optim.Optimizer) -> int:
+    """Restore weights, EMA and optimiser from OUT/checkpoint; return the step to continue from."""
+    ckpt = out / "checkpoint"
+    if not (ckpt / "state.json").exists() and (out / ".checkpoint.old" / "state.json").exists():
+        ckpt = out / ".checkpoint.old"  # killed between the two renames
+    if not (ckpt / "state.json").exists():
+        raise UserError(f"{out}: no checkpoint to resume from; run without --resume to start training")
+    try:
+        step = int(json.loads((ckpt / "state.json").read_text())["step"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{ckpt / 'state.json'}: corrupt checkpoint state ({e})") from None
+    try:
+        model.load_state_dict(read_tensors(ckpt / "raw.safetensors"))
+        ema.load_state_dict(read_tensors(ckpt / "ema.safetensors"))
+    except RuntimeError as e:
+        raise UserError(f"{ckpt}: checkpoint does not match the configured model ({str(e).splitlines()[0]}); "
+                        "resume with the same config") from None
+    _unflatten_optimizer(optimizer, read_tensors(ckpt / "optimizer.safetensors"))
+    return step
+
+
+def _flatten_optimizer(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    flat = {}
+    for index, state in optimizer.state_dict()["state"].items():
+        for key, value in state.items():
+            flat[f"{index}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    return flat
+
+
+def _unflatten_optimizer(optimizer: torch.optim.Optimizer, flat: dict[str, torch.Tensor]) -> None:
+    state_dict = optimizer.state_dict()
+    state: dict[int, dict] = {}
+    for name, value in flat.items():
+        index, key = name.split(".", 1)
+        state.setdefault(int(index), {})[key] = value
+    state_dict["state"] = state
+    optimizer.load_state_dict(state_dict)

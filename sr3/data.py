@@ -1,0 +1,153 @@
+"""Training data: random crops from image folders.
+
+A dataset here is anything with ``sample(batch_size, generator) -> Batch``.  Batches
+are drawn from a generator seeded by (seed, step, rank), not from an iterator, so a
+resumed run sees exactly the batches the uninterrupted run would have seen.
+
+Low-resolution inputs are *not* made here: :func:`make_sr_pair` applies the one
+degradation operator of :mod:`sr3.degradation`, the same one evaluation uses.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .degradation import downsample, upsample
+from .errors import UserError
+from .imageio import list_images, load_image
+
+
+@dataclass
+class Batch:
+    """hr: [B, 3, H, W] in [-1, 1]; lr: [B, 3, H/s, W/s] or None (made from hr);
+    label: [B] int64 class indices or None."""
+
+    hr: torch.Tensor
+    lr: torch.Tensor | None = None
+    label: torch.Tensor | None = None
+
+
+def _uint8_chw(img) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
+
+
+def _to_float(x: torch.Tensor) -> torch.Tensor:
+    return x.float().div(127.5).sub(1.0)
+
+
+def _random_flip(x: torch.Tensor, generator: torch.Generator, hflip: bool, vflip: bool) -> torch.Tensor:
+    if hflip and torch.rand(1, generator=generator).item() < 0.5:
+        x = x.flip(-1)
+    if vflip and torch.rand(1, generator=generator).item() < 0.5:
+        x = x.flip(-2)
+    return x
+
+
+class ImageFolderDataset:
+    """Random ``crop_size`` crops (with flips) of every readable image in a folder.
+
+    Images are decoded once and kept as uint8 (the 23 training photos take ~280 MB).
+    Unreadable files and images smaller than the crop are skipped with a warning; a
+    folder with no usable image is a UserError.
+    """
+
+    def __init__(self, root: str | Path, crop_size: int, hflip: bool = True, vflip: bool = False):
+        self.root, self.crop_size, self.hflip, self.vflip = Path(root), crop_size, hflip, vflip
+        if not self.root.is_dir():
+            raise UserError(f"{self.root}: training data folder not found; pass --data DIR with images")
+        self.images: list[torch.Tensor] = []
+        self.names: list[str] = []
+        for path in list_images(self.root):
+            try:
+                img = load_image(path)
+            except UserError as e:
+                warnings.warn(f"skipping {e}")
+                continue
+            if min(img.size) < crop_size:
+                warnings.warn(f"skipping {path}: {img.size[0]}x{img.size[1]} is smaller than the {crop_size} px crop")
+                continue
+            self.images.append(_uint8_chw(img))
+            self.names.append(path.name)
+        if not self.images:
+            raise UserError(f"{self.root}: no usable images (need png/jpg/webp/tiff at least {crop_size} px); "
+                            "add images or lower --data.crop-size")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
+        crops = []
+        for _ in range(batch_size):
+            img = self.images[int(torch.randint(len(self.images), (1,), generator=generator))]
+            top = int(torch.randint(img.shape[1] - self.crop_size + 1, (1,), generator=generator))
+            left = int(torch.randint(img.shape[2] - self.crop_size + 1, (1,), generator=generator))
+            crop = img[:, top:top + self.crop_size, left:left + self.crop_size]
+            crops.append(_random_flip(crop, generator, self.hflip, self.vflip))
+        return Batch(hr=_to_float(torch.stack(crops)))
+
+
+class PairedFolderDataset:
+    """Aligned random crops from an LR folder and an HR folder matched by file stem.
+
+    The HR image must be exactly ``scale`` times the LR image in each dimension.
+    """
+
+    def __init__(self, lr_root: str | Path, hr_root: str | Path, scale: int, crop_size: int,
+                 hflip: bool = True, vflip: bool = False):
+        self.scale, self.crop_size, self.hflip, self.vflip = scale, crop_size, hflip, vflip
+        if crop_size % scale:
+            raise UserError(f"crop size {crop_size} is not divisible by scale {scale}")
+        lr_paths = {p.stem: p for p in list_images(lr_root)}
+        hr_paths = {p.stem: p for p in list_images(hr_root)}
+        common = sorted(set(lr_paths) & set(hr_paths))
+        if not common:
+            raise UserError(f"{lr_root} and {hr_root}: no file names in common; LR/HR pairs are matched by name")
+        self.pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
+        for stem in common:
+            try:
+                lr, hr = load_image(lr_paths[stem]), load_image(hr_paths[stem])
+            except UserError as e:
+                warnings.warn(f"skipping {e}")
+                continue
+            if (hr.size[0], hr.size[1]) != (lr.size[0] * scale, lr.size[1] * scale):
+                warnings.warn(f"skipping {hr_paths[stem]}: {hr.size} is not {scale}x the LR size {lr.size}")
+                continue
+            if min(hr.size) < crop_size:
+                warnings.warn(f"skipping {hr_paths[stem]}: smaller than the {crop_size} px crop")
+                continue
+            self.pairs.append((_uint8_chw(lr), _uint8_chw(hr)))
+        if not self.pairs:
+            raise UserError(f"{hr_root}: no usable LR/HR pairs; check sizes (HR = {scale} x LR) and names")
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
+        s, c = self.scale, self.crop_size // self.scale
+        lrs, hrs = [], []
+        for _ in range(batch_size):
+            lr, hr = self.pairs[int(torch.randint(len(self.pairs), (1,), generator=generator))]
+            top = int(torch.randint(lr.shape[1] - c + 1, (1,), generator=generator))
+            left = int(torch.randint(lr.shape[2] - c + 1, (1,), generator=generator))
+            lr_crop = lr[:, top:top + c, left:left + c]
+            hr_crop = hr[:, top * s:(top + c) * s, left * s:(left + c) * s]
+            both = _random_flip(torch.cat([upsample_nearest(lr_crop, s), hr_crop]), generator, self.hflip, self.vflip)
+            lrs.append(both[:3, ::s, ::s])
+            hrs.append(both[3:])
+        return Batch(hr=_to_float(torch.stack(hrs)), lr=_to_float(torch.stack(lrs)))
+
+
+def upsample_nearest(x: torch.Tensor, s: int) -> torch.Tensor:
+    """Repeat pixels so LR and HR crops can be flipped together and split back exactly."""
+    return x.repeat_interleave(s, dim=-2).repeat_interleave(s, dim=-1)
+
+
+def make_sr_pair(batch: Batch, scale: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(lr, lr_upsampled) for a batch: LR from the degradation operator unless the data supplied it."""
+    lr = batch.lr if batch.lr is not None else downsample(batch.hr, scale)
+    return lr, upsample(lr, scale)

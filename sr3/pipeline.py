@@ -1,0 +1,208 @@
+"""Inference: turn a model directory into images (``sr3.load``, ``sr3 upscale``).
+
+:func:`sample_images` is the whole sampling procedure in one short function:
+start from per-image seeded noise, walk a noise schedule with a sampler, map the
+result out of diffusion space.  :class:`SRPipeline` wraps it for PIL images of any
+size (padding to what the U-Net accepts, cropping back), and the ``upscale``
+sub-command runs it over files and folders, one bad file never stopping the rest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from tqdm import tqdm
+
+from .checkpoint import load_model_dir
+from .config import Config
+from .degradation import upsample
+from .diffusion import Conditioning, Denoiser, from_diffusion_space, regression_predict
+from .errors import UserError
+from .imageio import list_images, load_image, pil_to_tensor, save_image, tensor_to_pil
+from .samplers import SAMPLERS, PerSampleNoise
+from .schedules import INFERENCE_SCHEDULES, inference_gammas
+
+DEFAULT_SAMPLER, DEFAULT_STEPS = "ddim", 20
+DEFAULT_SCHEDULE = {"ddpm": "sr3", "ddim": "logsnr", "dpmpp": "logsnr"}
+DEFAULT_MODEL_DIR = Path(__file__).parent / "weights" / "sr3-4x"
+
+
+def sample_images(model: torch.nn.Module, config: Config, cond: Conditioning, shape, *, sampler: str = DEFAULT_SAMPLER,
+                  steps: int = DEFAULT_STEPS, seeds: list[int], device="cpu", schedule: str | None = None,
+                  eta: float = 0.0, bf16: bool = True, progress=None) -> torch.Tensor:
+    """Generate a batch of images [B, C, H, W] in [-1, 1] from conditioning ``cond``.
+
+    ``seeds[k]`` seeds image k's own generator (initial noise and every sampler step),
+    so image k does not depend on the batch it is in.  Regression models ignore the
+    sampler and return their single prediction.
+    """
+    if len(seeds) != shape[0]:
+        raise ValueError("need one seed per image")
+    cond = cond.to(device)
+    if config.diffusion.objective == "regression":
+        x0 = regression_predict(model, cond, torch.Size(shape), config.diffusion, bf16)
+        return from_diffusion_space(x0, cond, config.diffusion).clamp(-1, 1)
+    if sampler not in SAMPLERS:
+        raise UserError(f"unknown sampler {sampler!r}; choose from {sorted(SAMPLERS)}")
+    gammas = inference_gammas(steps, schedule or DEFAULT_SCHEDULE[sampler], config.diffusion)
+    noise = PerSampleNoise(seeds)
+    x = noise(torch.empty(shape, device=device))
+    denoise = Denoiser(model, config.diffusion, cond, bf16=bf16)
+    kwargs = {"eta": eta} if sampler == "ddim" else {}
+    x = SAMPLERS[sampler](denoise, x, gammas, noise, progress=progress, **kwargs)
+    return from_diffusion_space(x, cond, config.diffusion).clamp(-1, 1)
+
+
+class SRPipeline:
+    """A loaded super-resolution model.  ``pipe.upscale(img, steps=20, seed=0)``."""
+
+    def __init__(self, model: torch.nn.Module, config: Config, device: str | torch.device = "cpu",
+                 bf16: bool = True):
+        if config.data.task != "sr":
+            raise UserError("this model generates images from class labels; use sr3 generate, not upscale")
+        self.model, self.config, self.device, self.bf16 = model.to(device), config, torch.device(device), bf16
+        self.scale = config.data.scale
+
+    def upscale_tensor(self, lr: torch.Tensor, *, sampler: str = DEFAULT_SAMPLER, steps: int = DEFAULT_STEPS,
+                       seed: int | list[int] = 0, schedule: str | None = None, eta: float = 0.0,
+                       progress=None) -> torch.Tensor:
+        """[B, 3, h, w] in [-1, 1] -> [B, 3, h*scale, w*scale]; seed may be one int (image k gets seed + k)
+        or a list with one seed per image."""
+        seeds = [seed + k for k in range(lr.shape[0])] if isinstance(seed, int) else list(seed)
+        h, w = lr.shape[-2:]
+        padded = pad_to_multiple(lr, self.lr_multiple)
+        cond = Conditioning(lr_upsampled=upsample(padded, self.scale))
+        with torch.inference_mode():
+            sr = sample_images(self.model, self.config, cond, cond.lr_upsampled.shape, sampler=sampler, steps=steps,
+                               seeds=seeds, device=self.device, schedule=schedule, eta=eta, bf16=self.bf16,
+                               progress=progress)
+        return sr[..., :h * self.scale, :w * self.scale].cpu()
+
+    @property
+    def lr_multiple(self) -> int:
+        """LR sizes are padded to a multiple of this so the HR size suits the U-Net."""
+        m = 2 ** (len(self.config.model.channel_mult) - 1)
+        return m // math.gcd(m, self.scale)
+
+    def upscale(self, image: Image.Image, **kwargs) -> Image.Image:
+        """Upscale one PIL image by ``self.scale`` (keyword arguments as in upscale_tensor)."""
+        lr = pil_to_tensor(image.convert("RGB"))[None]
+        return tensor_to_pil(self.upscale_tensor(lr, **kwargs)[0])
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Reflect-pad the bottom/right of [B, C, H, W] up to multiples of ``multiple``."""
+    ph, pw = -x.shape[-2] % multiple, -x.shape[-1] % multiple
+    if not (ph or pw):
+        return x
+    mode = "reflect" if ph < x.shape[-2] and pw < x.shape[-1] else "replicate"
+    return F.pad(x, (0, pw, 0, ph), mode=mode)
+
+
+def load(path: str | Path | None = None, device: str | torch.device = "cpu", bf16: bool = True) -> SRPipeline:
+    """Load a model directory (default: the 4x model shipped in the package) as a pipeline."""
+    if path is None:
+        if not (DEFAULT_MODEL_DIR / "config.json").exists():
+            raise UserError("no default model is installed; pass --model DIR (train one with sr3 train)")
+        path = DEFAULT_MODEL_DIR
+    model, config = load_model_dir(path, device)
+    return SRPipeline(model, config, device=device, bf16=bf16)
+
+
+# ------------------------------------------------------------------ CLI
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("upscale", help="upscale images with SR3 or a baseline")
+    p.add_argument("inputs", nargs="+", type=Path, help="image files and/or folders")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: next to each input, *_x4)")
+    p.add_argument("--model", type=Path, help="model directory (default: the shipped 4x model)")
+    p.add_argument("--method", choices=["sr3", "regression", "bicubic", "raisr"], default="sr3",
+                   help="sr3/regression use --model; bicubic and raisr are the classic baselines")
+    p.add_argument("--scale", type=int, default=4, help="scale for bicubic/raisr (models know their own)")
+    p.add_argument("--sampler", choices=sorted(SAMPLERS), default=DEFAULT_SAMPLER)
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="sampling steps (network evaluations)")
+    p.add_argument("--schedule", choices=INFERENCE_SCHEDULES, help="inference noise schedule "
+                   "(default: sr3 for ddpm, logsnr for ddim/dpmpp)")
+    p.add_argument("--eta", type=float, default=0.0, help="DDIM stochasticity in [0, 1]")
+    p.add_argument("--seed", type=int, default=0, help="image k of the run uses seed + k")
+    p.add_argument("--batch-size", type=int, default=1, help="images per forward pass (same-size images)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run)
+
+
+def output_path(src: Path, out: Path | None, scale: int) -> Path:
+    if out is None:
+        return src.with_name(f"{src.stem}_x{scale}{src.suffix}")
+    return out / src.name
+
+
+def run(args: argparse.Namespace) -> int:
+    paths = list_images(args.inputs)
+    if not paths:
+        raise UserError(f"{', '.join(map(str, args.inputs))}: no images found (png, jpg, webp, tiff)")
+    if args.steps < 1:
+        raise UserError("--steps must be >= 1")
+    if args.batch_size < 1:
+        raise UserError("--batch-size must be >= 1")
+    upscale_batch = make_upscaler(args)
+    failures = 0
+    bar = tqdm(total=len(paths), unit="img", disable=args.no_progress, file=sys.stderr)
+    pending: list[tuple[int, Path, torch.Tensor]] = []
+
+    def flush():
+        nonlocal failures
+        if not pending:
+            return
+        lr = torch.stack([t for _, _, t in pending])
+        sr, scale = upscale_batch(lr, [args.seed + k for k, _, _ in pending])
+        for (k, src, _), img in zip(pending, sr):
+            try:
+                save_image(tensor_to_pil(img), output_path(src, args.out, scale))
+            except UserError as e:
+                print(f"sr3: error: {e}", file=sys.stderr)
+                failures += 1
+        bar.update(len(pending))
+        pending.clear()
+
+    for k, src in enumerate(paths):
+        try:
+            lr = pil_to_tensor(load_image(src))
+        except UserError as e:
+            print(f"sr3: error: {e}", file=sys.stderr)
+            failures += 1
+            bar.update(1)
+            continue
+        if pending and (pending[0][2].shape != lr.shape or len(pending) >= args.batch_size):
+            flush()
+        pending.append((k, src, lr))
+    flush()
+    bar.close()
+    if failures:
+        print(f"sr3: {failures} of {len(paths)} images failed", file=sys.stderr)
+        return 1
+    return 0
+
+
+def make_upscaler(args: argparse.Namespace):
+    """A function (lr batch, seeds) -> (sr batch, scale) for the chosen --method."""
+    if args.method in ("bicubic", "raisr"):
+        from .evaluate import make_method
+        method = make_method(args.method, args)
+
+        def classic(lr, seeds):
+            return torch.stack([pil_to_tensor(method(tensor_to_pil(x))) for x in lr]), args.scale
+        return classic
+    pipe = load(args.model, device=args.device)
+    if args.method == "regression" and pipe.config.diffusion.objective != "regression":
+        raise UserError(f"{args.model}: --method regression needs a model trained with --objective regression")
+
+    def learned(lr, seeds):
+        return pipe.upscale_tensor(lr, sampler=args.sampler, steps=args.steps, seed=seeds,
+                                   schedule=args.schedule, eta=args.eta), pipe.scale
+    return learned

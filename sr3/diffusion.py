@@ -140,17 +140,27 @@ class Denoiser:
     ``gamma`` is a [B] tensor or a float.  The estimate is clipped so the *image* it
     implies stays in [-1, 1] (SR3 clips y0 in its sampler; in residual space the
     bounds move with the LR image).
+
+    ``batch_invariant``: run the network one image at a time.  Convolution kernels
+    round differently for different batch sizes (last-bit differences that sampling
+    amplifies), so this is what makes image k bit-identical whatever the batch size;
+    on a CPU it costs little because one image already fills the cores.
     """
 
     def __init__(self, model: torch.nn.Module, config: DiffusionConfig, cond: Conditioning,
-                 bf16: bool = False, clip: bool = True):
+                 bf16: bool = False, clip: bool = True, batch_invariant: bool = True):
         self.model, self.config, self.cond, self.bf16, self.clip = model, config, cond, bf16, clip
+        self.batch_invariant = batch_invariant
         self.evaluations = 0  # number of network evaluations (NFE), for benchmarks
 
     def __call__(self, x: torch.Tensor, gamma: torch.Tensor | float) -> torch.Tensor:
         gamma = torch.as_tensor(gamma, dtype=torch.float32, device=x.device).expand(x.shape[0])
         self.evaluations += 1
-        out = network_output(self.model, x, gamma, self.cond, self.bf16)
+        if self.batch_invariant and x.shape[0] > 1:
+            out = torch.cat([network_output(self.model, x[k:k + 1], gamma[k:k + 1], self.cond.index(slice(k, k + 1)),
+                                            self.bf16) for k in range(x.shape[0])])
+        else:
+            out = network_output(self.model, x, gamma, self.cond, self.bf16)
         x0 = predicted_x0(out, x, gamma, self.config.prediction)
         if self.clip:
             image = from_diffusion_space(x0, self.cond, self.config).clamp(-1, 1)

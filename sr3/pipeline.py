@@ -46,7 +46,8 @@ def sample_images(model: torch.nn.Module, config: Config, cond: Conditioning, sh
         raise ValueError("need one seed per image")
     cond = cond.to(device)
     if config.diffusion.objective == "regression":
-        x0 = regression_predict(model, cond, torch.Size(shape), config.diffusion, bf16)
+        x0 = torch.cat([regression_predict(model, cond.index(slice(k, k + 1)), torch.Size((1, *shape[1:])),
+                                           config.diffusion, bf16) for k in range(shape[0])])  # batch-invariant
         return from_diffusion_space(x0, cond, config.diffusion).clamp(-1, 1)
     if sampler not in SAMPLERS:
         raise UserError(f"unknown sampler {sampler!r}; choose from {sorted(SAMPLERS)}")
@@ -121,6 +122,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("inputs", nargs="+", type=Path, help="image files and/or folders")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: next to each input, *_x4)")
     p.add_argument("--model", type=Path, help="model directory (default: the shipped 4x model)")
+    p.add_argument("--cascade", type=Path, help="cascade directory (sr3/cascade.py): chain its SR stages, "
+                   "e.g. two 4x stages for 16x; each stage uses the sampler settings of cascade.json")
     p.add_argument("--method", choices=["sr3", "regression", "bicubic", "raisr"], default="sr3",
                    help="sr3/regression use --model; bicubic and raisr are the classic baselines")
     p.add_argument("--scale", type=int, default=4, help="scale for bicubic/raisr (models know their own)")
@@ -198,6 +201,12 @@ def make_upscaler(args: argparse.Namespace):
         def classic(lr, seeds):
             return torch.stack([pil_to_tensor(method(tensor_to_pil(x))) for x in lr]), args.scale
         return classic
+    if args.cascade is not None:
+        from .cascade import load_cascade  # cascade imports this module
+        cascade = load_cascade(args.cascade, device=args.device)
+        if not cascade.sr_stages:
+            raise UserError(f"{args.cascade}: this cascade has no SR stages to upscale with")
+        return lambda lr, seeds: (cascade.upscale(lr, seeds), cascade.total_scale)
     pipe = load(args.model, device=args.device)
     if args.method == "regression" and pipe.config.diffusion.objective != "regression":
         raise UserError(f"{args.model}: --method regression needs a model trained with --objective regression")

@@ -1,0 +1,44 @@
+"""Shared fixtures: tiny generated images and a tiny trained model (no data from ../shared)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sr3.data import ImageFolderDataset
+from sr3.presets import PRESETS
+from sr3.train import train
+
+
+def make_photo(rng: np.random.Generator, width: int, height: int) -> Image.Image:
+    """A smooth colour gradient with texture: enough structure for SR to learn something."""
+    y, x = np.mgrid[0:height, 0:width] / max(width, height)
+    base = np.stack([np.sin(6 * x * c + rng.uniform(0, 6)) * np.cos(4 * y * c) for c in rng.uniform(0.5, 2, 3)], -1)
+    arr = 127.5 + 80 * base + rng.normal(0, 12, (height, width, 3))
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), mode="RGB")
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for i, (w, h) in enumerate([(64, 48), (48, 64), (80, 80), (57, 45)]):
+        make_photo(rng, w, h).save(folder / f"img{i}.png")
+    return folder
+
+
+def tiny_config(steps: int = 8, **train_changes):
+    config = PRESETS["tiny"]
+    return config.replace(train=dataclasses.replace(config.train, steps=steps, sample_every=0, log_every=1,
+                                                    checkpoint_every=4, **train_changes))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(image_folder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny_run")
+    config = tiny_config()
+    dataset = ImageFolderDataset(image_folder, config.data.crop_size)
+    return train(config, dataset, out, progress=False)

@@ -1,0 +1,71 @@
+import dataclasses
+
+import torch
+from safetensors.torch import load_file
+
+from sr3.data import ImageFolderDataset, make_sr_pair
+from sr3.diffusion import Conditioning
+from sr3.losses import diffusion_loss
+from sr3.schedules import training_gammas
+from sr3.train import step_generator, train
+from sr3.unet import UNet
+
+from conftest import tiny_config
+
+
+def test_training_lowers_the_loss_on_a_fixed_batch(image_folder):
+    config = tiny_config()
+    dataset = ImageFolderDataset(image_folder, config.data.crop_size)
+    batch = dataset.sample(4, torch.Generator().manual_seed(0))
+    _, lr_up = make_sr_pair(batch, config.data.scale)
+    cond = Conditioning(lr_upsampled=lr_up)
+    torch.manual_seed(0)
+    model = UNet(config.model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    gammas = training_gammas(config.diffusion)
+
+    def loss_at(seed):
+        return diffusion_loss(model, batch.hr, cond, config.diffusion, gammas, torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        before = sum(loss_at(s).item() for s in range(8)) / 8
+    for step in range(60):
+        optimizer.zero_grad()
+        loss_at(100 + step).backward()
+        optimizer.step()
+    with torch.no_grad():
+        after = sum(loss_at(s).item() for s in range(8)) / 8
+    assert after < 0.8 * before, (before, after)
+
+
+def test_resume_equals_an_uninterrupted_run(image_folder, tmp_path):
+    config = tiny_config(steps=8)
+    dataset = ImageFolderDataset(image_folder, config.data.crop_size)
+    train(config, dataset, tmp_path / "full", progress=False)
+    # "killed" after the checkpoint at step 4, then resumed
+    short = config.replace(train=dataclasses.replace(config.train, steps=4))
+    train(short, dataset, tmp_path / "split", progress=False)
+    train(config, dataset, tmp_path / "split", resume=True, progress=False)
+    for name in ("raw", "ema", "optimizer"):
+        a = load_file(str(tmp_path / "full" / "checkpoint" / f"{name}.safetensors"))
+        b = load_file(str(tmp_path / "split" / "checkpoint" / f"{name}.safetensors"))
+        assert a.keys() == b.keys()
+        for k in a:
+            assert torch.equal(a[k], b[k]), (name, k)
+
+
+def test_step_generators_differ_by_step_and_rank():
+    draws = {(s, r): torch.rand(1, generator=step_generator(0, s, r)).item() for s in range(3) for r in range(2)}
+    assert len(set(draws.values())) == 6
+    assert torch.rand(1, generator=step_generator(0, 1, 1)).item() == draws[(1, 1)]
+
+
+def test_regression_objective_trains(image_folder, tmp_path):
+    config = tiny_config(steps=4)
+    config = config.replace(diffusion=dataclasses.replace(config.diffusion, objective="regression"))
+    dataset = ImageFolderDataset(image_folder, config.data.crop_size)
+    model_dir = train(config, dataset, tmp_path, progress=False)
+    import sr3
+    pipe = sr3.load(model_dir)
+    lr = torch.rand(1, 3, 8, 8) * 2 - 1
+    # a regression model is deterministic: sampler, steps and seed do not matter
+    assert torch.equal(pipe.upscale_tensor(lr, seed=0), pipe.upscale_tensor(lr, sampler="ddpm", steps=3, seed=5))

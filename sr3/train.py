@@ -31,10 +31,12 @@ from tqdm import tqdm
 from .checkpoint import load_training_checkpoint, save_model_dir, save_training_checkpoint
 from .config import Config, DataConfig, DiffusionConfig, TrainConfig, UNetConfig, add_dataclass_arguments, \
     apply_overrides
+from .augment import augment_for_training
 from .data import ImageFolderDataset, PairedFolderDataset, make_sr_pair
 from .diffusion import Conditioning
 from .errors import UserError
 from .imageio import save_image
+from .labelled_data import LabelledDataset, is_class_folder, is_idx_folder
 from .losses import diffusion_loss, regression_loss
 from .presets import PRESETS
 from .schedules import training_gammas
@@ -89,16 +91,35 @@ def validate_config(config: Config) -> None:
 
 def open_dataset(config: Config, args: argparse.Namespace):
     d = config.data
+    # Labelled data (IDX files, or class sub-folders for a class-conditional model) feeds
+    # CDM's base model and its SR stages; see sr3/labelled_data.py.
+    if d.task == "generate" or is_idx_folder(args.data) or (config.model.num_classes and is_class_folder(args.data)):
+        dataset = LabelledDataset(args.data, d.crop_size, channels=config.model.image_channels, hflip=d.hflip)
+        if config.model.num_classes and dataset.num_classes > config.model.num_classes:
+            raise UserError(f"{args.data}: {dataset.num_classes} classes but model.num_classes is "
+                            f"{config.model.num_classes}; raise --model.num-classes")
+        return dataset
     if args.lr_data:
         return PairedFolderDataset(args.lr_data, args.data, d.scale, d.crop_size, d.hflip, d.vflip)
     return ImageFolderDataset(args.data, d.crop_size, d.hflip, d.vflip)
 
 
-def make_conditioning(batch, config: Config) -> tuple[torch.Tensor, Conditioning]:
-    """Split a batch into (hr target, conditioning) for the model being trained."""
+def make_conditioning(batch, config: Config, generator: torch.Generator | None = None
+                      ) -> tuple[torch.Tensor, Conditioning]:
+    """Split a batch into (hr target, conditioning) for the model being trained.
+
+    SR stages get CDM's conditioning augmentation (sr3/augment.py) when
+    ``data.aug_noise_max`` or ``data.aug_blur_prob`` is set.  Its draws come from
+    ``generator``; by default one is seeded from torch's global RNG, which the
+    training loop reseeds from (seed, step, rank) before every batch.
+    """
     if config.data.task == "sr":
-        _, lr_up = make_sr_pair(batch, config.data.scale)
-        return batch.hr, Conditioning(lr_upsampled=lr_up, class_label=batch.label)
+        lr, _ = make_sr_pair(batch, config.data.scale)
+        if generator is None:
+            generator = torch.Generator().manual_seed(int(torch.randint(2**62, (1,))))
+        lr_up, levels = augment_for_training(lr, config.data.scale, config.data, generator)
+        aug_level = levels if config.model.aug_level_conditioning else None
+        return batch.hr, Conditioning(lr_upsampled=lr_up, class_label=batch.label, aug_level=aug_level)
     return batch.hr, Conditioning(class_label=batch.label)
 
 
@@ -238,7 +259,10 @@ def add_parser(subparsers) -> None:
                                           "can be overridden with --SECTION.FIELD (e.g. --train.lr 1e-4).")
     p.add_argument("--preset", choices=sorted(PRESETS), help="named configuration (see sr3/presets.py)")
     p.add_argument("--config", type=Path, help="JSON config file (a config.json of an earlier run works)")
-    p.add_argument("--data", required=True, type=Path, help="folder of training images (HR)")
+    p.add_argument("--data", required=True, type=Path, help="folder of training images (HR), or labelled data "
+                                                              "(IDX files / class sub-folders, see sr3/labelled_data.py)")
+    p.add_argument("--task", dest="data__task", choices=["sr", "generate"],
+                   help="same as --data.task: generate trains a class-conditional base model (CDM)")
     p.add_argument("--lr-data", type=Path, help="folder of matching LR images (paired data); default: "
                                                   "make LR by bicubic downsampling")
     p.add_argument("--out", required=True, type=Path, help="output folder (model/, checkpoint/, samples/, log.jsonl)")

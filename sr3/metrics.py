@@ -28,6 +28,7 @@ sigma 1.5, K1 = 0.01, K2 = 0.03, Wang et al. 2004 / 2003); nothing here re-deriv
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
@@ -367,6 +368,8 @@ def distribution_scores(real_features: torch.Tensor, fake_features: torch.Tensor
     from torchmetrics.image.kid import KernelInceptionDistance
 
     n, m = len(real_features), len(fake_features)
+    # torchmetrics warns that KID/IS keep every feature in memory; we hand them all at once anyway.
+    warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
     nan = float("nan")
     fid = kid_mean = kid_std = is_mean = is_std = nan
     notes = []

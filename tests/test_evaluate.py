@@ -1,0 +1,207 @@
+"""`sr3 evaluate` end to end on generated images: files, structure, resume and bad inputs."""
+
+import argparse
+import csv
+import json
+import re
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import sr3
+from sr3 import evaluate, raisr
+from sr3.cli import main as cli_main
+from sr3.errors import UserError
+from test_raisr import SMALL, shapes_image
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one thread avoids oversubscription on a shared 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def bank(tmp_path_factory):
+    """A tiny 2x RAISR bank trained on generated images (tests never read ../shared/data)."""
+    data = tmp_path_factory.mktemp("bank_data")
+    for i in range(3):
+        shapes_image(i, 64).save(data / f"{i}.png")
+    out = tmp_path_factory.mktemp("bank")
+    torch.set_num_threads(1)
+    raisr.train_raisr([data], 2, max_patches_per_image=3000, out_dir=out, progress=False, **SMALL)
+    return out
+
+
+def _hr_folder(tmp_path, n=3):
+    d = tmp_path / "hr"
+    d.mkdir()
+    for i in range(n):
+        shapes_image(20 + i, 40 + 2 * i).save(d / f"img{i}.png")
+    return d
+
+
+def _args(**kw):
+    base = dict(data=None, lr_data=None, methods="bicubic,raisr", scale=2, out=None, model=None,
+                regression_model=None, raisr_model=None, sampler="ddim", steps=50, seed=0, steps_curve=None,
+                curve_samplers=None, fid_weights=None, feature_extractor=None, limit=None, report_images=2,
+                quiet=True)
+    base.update(kw)
+    return argparse.Namespace(**base)
+
+
+def _rows(out):
+    with open(out / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_end_to_end_writes_csv_json_and_a_self_contained_report(tmp_path, bank):
+    hr = _hr_folder(tmp_path)
+    out = tmp_path / "out"
+    summary = evaluate.evaluate(_args(data=hr, out=out, raisr_model=bank, feature_extractor="random"))
+    rows = _rows(out)
+    assert len(rows) == 6 and {r["method"] for r in rows} == {"bicubic", "raisr"}
+    assert set(rows[0]) == set(evaluate.CSV_FIELDS)
+    data = json.loads((out / "metrics.json").read_text())
+    assert data == json.loads(json.dumps(summary))
+    assert data["scale"] == 2 and data["n_images"] == 3
+    assert data["conventions"]["border_crop_px"] == 2 and "BT.601" in data["conventions"]["y_channel"]
+    assert "NOT Inception" in data["extractor"]
+    for name in ("bicubic", "raisr"):
+        m = data["methods"][name]
+        for metric in ("psnr_rgb", "psnr_y", "ssim_rgb", "ssim_y", "ms_ssim", "consistency"):
+            assert set(m["metrics"][metric]) == {"mean", "ci_low", "ci_high", "n"}
+        psnr = m["metrics"]["psnr_y"]
+        assert psnr["ci_low"] <= psnr["mean"] <= psnr["ci_high"]
+        assert m["metrics"]["ms_ssim"]["mean"] is None  # 40 px images: MS-SSIM undefined, not faked
+        assert m["distribution"]["extractor"] == data["extractor"] and m["distribution"]["fid"] >= 0
+    # The per-image CSV agrees with the JSON means.
+    bic = [float(r["psnr_y"]) for r in rows if r["method"] == "bicubic"]
+    assert data["methods"]["bicubic"]["metrics"]["psnr_y"]["mean"] == pytest.approx(np.mean(bic), rel=1e-5)
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/") >= 2 * 2 * 4  # 2 grid rows x (LR, bicubic, raisr, HR) x (view, zoom)
+    assert not re.search(r'src="(?!data:)', html)  # nothing loaded from disk or network
+    assert "PSNR Y" in html and "NOT Inception" in html
+
+
+def test_resume_skips_finished_rows_and_survives_a_torn_line(tmp_path, bank):
+    hr = _hr_folder(tmp_path)
+    out = tmp_path / "out"
+    args = _args(data=hr, out=out, raisr_model=bank)
+    evaluate.evaluate(args)
+    lines = (out / "metrics.csv").read_text().splitlines(keepends=True)
+    kept = lines[:3]  # header + two finished rows
+    (out / "metrics.csv").write_text("".join(kept) + lines[3][:15])  # ...and half a row, as if killed mid-write
+    calls = []
+    original = evaluate.bicubic_upscale
+    evaluate.bicubic_upscale = lambda img, scale: calls.append(img.size) or original(img, scale)
+    try:
+        evaluate.evaluate(args)
+    finally:
+        evaluate.bicubic_upscale = original
+    rows = _rows(out)
+    keys = [(r["method"], r["image"]) for r in rows]
+    assert len(keys) == len(set(keys)) == 6  # complete, no duplicates, the torn row dropped
+    done_before = {tuple(line.split(",")[:2]) for line in kept[1:]}
+    assert len(calls) == sum(1 for m, _ in done_before if m != "bicubic") + 1  # only missing bicubic rows redone
+    assert "".join(kept[1:]) in (out / "metrics.csv").read_text()  # old rows untouched
+
+
+def test_resume_refuses_a_different_scale(tmp_path):
+    hr = _hr_folder(tmp_path, 1)
+    evaluate.evaluate(_args(data=hr, out=tmp_path / "o", methods="bicubic"))
+    with pytest.raises(UserError, match="scale = 2, not 4"):
+        evaluate.evaluate(_args(data=hr, out=tmp_path / "o", methods="bicubic", scale=4))
+
+
+def test_empty_folder_is_a_one_line_cli_error(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    code = cli_main(["evaluate", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "o"),
+                     "--methods", "bicubic"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "no images found" in err and len(err.splitlines()) == 1
+
+
+def test_mismatched_pairs(tmp_path):
+    hr = _hr_folder(tmp_path, 2)
+    lr = tmp_path / "lr"
+    lr.mkdir()
+    Image.open(hr / "img0.png").resize((20, 20)).save(lr / "img0.png")  # 40 px HR / 2: a good pair
+    with pytest.raises(UserError, match="1 of 2 HR images have no LR image"):
+        evaluate.evaluate(_args(data=hr, lr_data=lr, out=tmp_path / "o", methods="bicubic"))
+    Image.new("RGB", (30, 30)).save(lr / "img1.png")  # wrong size for 42 px HR at 2x: reported, skipped
+    with pytest.warns(UserWarning, match="does not match HR"):
+        summary = evaluate.evaluate(_args(data=hr, lr_data=lr, out=tmp_path / "o2", methods="bicubic"))
+    assert summary["n_images"] == 1 and "img1.png" in summary["skipped"]
+
+
+def test_odd_tiny_grey_and_corrupt_images_do_not_stop_the_run(tmp_path):
+    d = tmp_path / "mixed"
+    d.mkdir()
+    shapes_image(1, 41).crop((0, 0, 41, 37)).save(d / "odd.png")  # not divisible by the scale
+    Image.new("L", (24, 24), 90).save(d / "grey.png")
+    Image.new("RGB", (3, 3)).save(d / "tiny.png")  # smaller than 2 LR pixels
+    (d / "corrupt.png").write_bytes(b"\x89PNG broken")
+    with pytest.warns(UserWarning):
+        summary = evaluate.evaluate(_args(data=d, out=tmp_path / "o", methods="bicubic"))
+    assert summary["n_images"] == 2 and set(summary["skipped"]) == {"tiny.png", "corrupt.png"}
+    odd = next(r for r in _rows(tmp_path / "o") if r["image"] == "odd.png")
+    assert (odd["width"], odd["height"]) == ("40", "36")  # cropped to a multiple of 2
+    only_bad = tmp_path / "bad"
+    only_bad.mkdir()
+    (only_bad / "corrupt.png").write_bytes(b"junk")
+    with pytest.raises(UserError, match="no image could be evaluated"), pytest.warns(UserWarning):
+        evaluate.evaluate(_args(data=only_bad, out=tmp_path / "o3", methods="bicubic"))
+
+
+class FakePipe:
+    """Stands in for sr3.load(): bicubic plus noise that shrinks with the number of steps."""
+
+    def __init__(self, scale=2, objective="diffusion"):
+        self.scale = scale
+        self.config = SimpleNamespace(objective=objective)
+
+    def upscale(self, img, *, sampler, steps, seed):
+        up = np.asarray(evaluate.bicubic_upscale(img, self.scale), dtype=np.float64)
+        rng = np.random.default_rng(seed)
+        noise = rng.normal(0, 20.0 / steps * (2 if sampler == "ddpm" else 1), up.shape)
+        return Image.fromarray(np.clip(up + noise, 0, 255).round().astype(np.uint8))
+
+
+def test_diffusion_and_regression_methods_and_step_curves(tmp_path, monkeypatch):
+    monkeypatch.setattr(sr3, "load", lambda path: FakePipe(objective="regression" if path.name == "reg" else "diffusion"),
+                        raising=False)
+    hr = _hr_folder(tmp_path, 2)
+    out = tmp_path / "o"
+    summary = evaluate.evaluate(_args(data=hr, out=out, methods="bicubic,regression,sr3", model=tmp_path / "diff",
+                                      regression_model=tmp_path / "reg", steps=10, steps_curve="2,8",
+                                      curve_samplers="ddim,ddpm", feature_extractor="random"))
+    assert set(summary["methods"]) == {"bicubic", "regression", "sr3"}
+    assert summary["methods"]["sr3"]["steps"] == 10
+    curve = {p["steps"]: p["metrics"]["psnr_y"]["mean"] for p in summary["curves"]["ddim"]}
+    assert curve[8] > curve[2]  # fewer steps, more noise in the fake
+    assert len(_rows(out)) == 2 * (3 + 4)
+    html = (out / "report.html").read_text()
+    assert "Quality vs sampling steps" in html and html.count("data:image/png") > 4
+    with pytest.raises(UserError, match="upscales 2x but --scale is 4"):
+        evaluate.make_method("sr3", _args(scale=4), pipe=FakePipe())
+    with pytest.raises(UserError, match="--objective regression"):
+        evaluate.make_method("regression", _args(), pipe=FakePipe())
+    with pytest.raises(UserError, match="pass --model"):
+        evaluate.evaluate(_args(data=hr, out=tmp_path / "o2", methods="sr3"))
+
+
+def test_make_method_for_the_upscale_cli(bank):
+    lr = shapes_image(3, 16)
+    bic = evaluate.make_method("bicubic", argparse.Namespace(scale=3))
+    assert bic.name == "bicubic" and bic(lr).size == (48, 48)
+    r = evaluate.make_method("raisr", argparse.Namespace(scale=2, model=bank))
+    assert r.scale == 2 and r(lr).size == (32, 32)
+    with pytest.raises(UserError, match="unknown method"):
+        evaluate.make_method("nearest", argparse.Namespace(scale=2))

@@ -121,6 +121,9 @@ def save_image(img: Image.Image, path: str | Path, **save_kwargs) -> Path:
                 save_kwargs.setdefault("quality", 95)
             img.save(f, format=fmt, **save_kwargs)
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise UserError(f"{path}: cannot write output ({e.strerror or e}); choose another --out") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -1,0 +1,120 @@
+"""The command line end to end on generated images, and every bad input of issue 2."""
+
+import hashlib
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sr3.cli import main
+
+from conftest import make_photo
+
+
+@pytest.fixture(scope="module")
+def cli_model(image_folder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli_run")
+    assert main(["train", "--preset", "tiny", "--data", str(image_folder), "--out", str(out), "--steps", "6",
+                 "--no-progress", "--train.sample-every", "3"]) == 0
+    assert (out / "samples" / "step_0000006.png").exists()
+    assert sorted(p.name for p in (out / "model").iterdir()) == ["config.json", "model.safetensors", "training.json"]
+    return out
+
+
+@pytest.fixture()
+def inputs(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    make_photo(rng, 13, 11).save(folder / "a.png")
+    make_photo(rng, 9, 7).save(folder / "b.jpg", quality=90)
+    return folder
+
+
+def digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_every_sampler_and_step_count_gives_4x_images_reproducibly(cli_model, inputs, tmp_path):
+    for sampler in ("ddpm", "ddim", "dpmpp"):
+        for steps in (5, 20, 100):
+            out = tmp_path / f"{sampler}{steps}"
+            assert main(["upscale", str(inputs), "--model", str(cli_model), "--out", str(out), "--sampler", sampler,
+                         "--steps", str(steps), "--seed", "3", "--no-progress"]) == 0
+            assert Image.open(out / "a.png").size == (52, 44)
+            assert Image.open(out / "b.jpg").format == "JPEG"  # output in the input's format
+            assert Image.open(out / "b.jpg").size == (36, 28)
+    again = tmp_path / "again"
+    main(["upscale", str(inputs), "--model", str(cli_model), "--out", str(again), "--sampler", "dpmpp",
+          "--steps", "20", "--seed", "3", "--no-progress"])
+    assert digest(again / "a.png") == digest(tmp_path / "dpmpp20" / "a.png")
+    other = tmp_path / "other"
+    main(["upscale", str(inputs), "--model", str(cli_model), "--out", str(other), "--sampler", "dpmpp",
+          "--steps", "20", "--seed", "4", "--no-progress"])
+    assert digest(other / "a.png") != digest(tmp_path / "dpmpp20" / "a.png")
+
+
+def test_batch_size_does_not_change_the_bytes(cli_model, tmp_path):
+    folder = tmp_path / "same_size"
+    folder.mkdir()
+    rng = np.random.default_rng(2)
+    for i in range(3):
+        make_photo(rng, 10, 8).save(folder / f"{i}.png")
+    for b in (1, 3):
+        main(["upscale", str(folder), "--model", str(cli_model), "--out", str(tmp_path / f"b{b}"), "--steps", "5",
+              "--sampler", "ddpm", "--batch-size", str(b), "--no-progress"])
+    for i in range(3):
+        assert digest(tmp_path / "b1" / f"{i}.png") == digest(tmp_path / "b3" / f"{i}.png")
+
+
+def test_bad_files_are_reported_and_the_rest_of_the_batch_is_written(cli_model, inputs, tmp_path, capsys):
+    (inputs / "empty.png").write_bytes(b"")
+    (inputs / "text.png").write_text("not an image")
+    good = (inputs / "a.png").read_bytes()
+    (inputs / "truncated.png").write_bytes(good[: len(good) // 2])
+    Image.new("L", (20000, 20000)).save(inputs / "bomb.png")  # 400 M pixels, compresses to a few hundred KB
+    code = main(["upscale", str(inputs), "--model", str(cli_model), "--out", str(tmp_path / "o"), "--steps", "2",
+                 "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "empty.png: file is empty (0 bytes)" in err
+    assert "text.png: not a readable image" in err
+    assert "truncated.png: corrupt or truncated image" in err
+    assert "bomb.png: image is larger than" in err
+    assert "5 of 7 images failed" not in err and "4 of 6 images failed" in err
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["a.png", "b.jpg"]  # no partial files
+
+
+def test_user_errors_are_one_line_without_traceback(cli_model, inputs, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    cases = {
+        "missing model": (["upscale", str(inputs / "a.png"), "--model", str(tmp_path / "nope")], "model directory not found"),
+        "missing input": (["upscale", str(tmp_path / "nope.png"), "--model", str(cli_model)], "no such file or folder"),
+        "empty folder": (["train", "--preset", "tiny", "--data", str(tmp_path / "locked"), "--out", str(tmp_path / "t")],
+                         "no usable images"),
+        "no preset": (["train", "--data", str(inputs), "--out", str(tmp_path / "t")], "choose a model"),
+    }
+    if os.geteuid() != 0:  # root can write anywhere
+        cases["unwritable out"] = (["upscale", str(inputs / "a.png"), "--model", str(cli_model), "--out",
+                                    str(locked / "sub")], "cannot write output folder")
+    for name, (argv, message) in cases.items():
+        proc = subprocess.run([sys.executable, "-m", "sr3", *argv, "--no-progress"], capture_output=True, text=True)
+        assert proc.returncode != 0, name
+        assert "Traceback" not in proc.stderr, name
+        lines = [line for line in proc.stderr.splitlines() if line.startswith("sr3: error")]
+        assert len(lines) == 1 and message in lines[0], (name, proc.stderr)
+
+
+def test_unwritable_output_file_is_reported(cli_model, inputs, tmp_path, capsys):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "a.png").mkdir()  # a folder where the output file should go: the rename fails
+    code = main(["upscale", str(inputs), "--model", str(cli_model), "--out", str(out), "--steps", "2", "--no-progress"])
+    assert code == 1
+    assert (out / "b.jpg").exists()
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]

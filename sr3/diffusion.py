@@ -153,15 +153,27 @@ class Denoiser:
         self.batch_invariant = batch_invariant
         self.evaluations = 0  # number of network evaluations (NFE), for benchmarks
 
+    def crop(self, window: tuple[slice, ...]) -> "Denoiser":
+        """The same denoiser with spatial conditioning cropped to ``window`` (for tiling)."""
+        lr = self.cond.lr_upsampled
+        cond = self.cond if lr is None else self.cond.with_lr(lr[window])
+        return Denoiser(self.model, self.config, cond, self.bf16, self.clip, self.batch_invariant)
+
     def __call__(self, x: torch.Tensor, gamma: torch.Tensor | float) -> torch.Tensor:
         gamma = torch.as_tensor(gamma, dtype=torch.float32, device=x.device).expand(x.shape[0])
         self.evaluations += 1
+        if self.config.objective == "regression":
+            # the regression baseline sees only its conditioning: noise input and level fixed to zero
+            x, gamma = torch.zeros_like(x), torch.zeros_like(gamma)
         if self.batch_invariant and x.shape[0] > 1:
             out = torch.cat([network_output(self.model, x[k:k + 1], gamma[k:k + 1], self.cond.index(slice(k, k + 1)),
                                             self.bf16) for k in range(x.shape[0])])
         else:
             out = network_output(self.model, x, gamma, self.cond, self.bf16)
-        x0 = predicted_x0(out, x, gamma, self.config.prediction)
+        if self.config.objective == "regression":
+            x0 = out
+        else:
+            x0 = predicted_x0(out, x, gamma, self.config.prediction)
         if self.clip:
             image = from_diffusion_space(x0, self.cond, self.config).clamp(-1, 1)
             x0 = to_diffusion_space(image, self.cond, self.config)

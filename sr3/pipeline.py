@@ -22,41 +22,50 @@ from tqdm import tqdm
 from .checkpoint import load_model_dir
 from .config import Config
 from .degradation import upsample
-from .diffusion import Conditioning, Denoiser, from_diffusion_space, regression_predict
+from .diffusion import Conditioning, Denoiser, from_diffusion_space
 from .errors import UserError
 from .imageio import list_images, load_image, pil_to_tensor, save_image, tensor_to_pil
 from .samplers import SAMPLERS, PerSampleNoise
 from .schedules import INFERENCE_SCHEDULES, inference_gammas
+from .tiling import TiledDenoiser
 
 DEFAULT_SAMPLER, DEFAULT_STEPS = "ddim", 20
 DEFAULT_SCHEDULE = {"ddpm": "sr3", "ddim": "logsnr", "dpmpp": "logsnr"}
 DEFAULT_MODEL_DIR = Path(__file__).parent / "weights" / "sr3-4x"
+# Tiles (output pixels) for whole-image inference on CPU: big enough that the
+# overlap costs little, small enough that activations stay in a few hundred MB.
+DEFAULT_TILE, DEFAULT_OVERLAP = 256, 32
 
 
 def sample_images(model: torch.nn.Module, config: Config, cond: Conditioning, shape, *, sampler: str = DEFAULT_SAMPLER,
                   steps: int = DEFAULT_STEPS, seeds: list[int], device="cpu", schedule: str | None = None,
-                  eta: float = 0.0, bf16: bool = True, progress=None) -> torch.Tensor:
+                  eta: float = 0.0, bf16: bool = True, tile: int | None = None, overlap: int = DEFAULT_OVERLAP,
+                  progress=None) -> torch.Tensor:
     """Generate a batch of images [B, C, H, W] in [-1, 1] from conditioning ``cond``.
 
     ``seeds[k]`` seeds image k's own generator (initial noise and every sampler step),
-    so image k does not depend on the batch it is in.  Regression models ignore the
-    sampler and return their single prediction.
+    so image k does not depend on the batch it is in.  ``tile``: run the network on
+    overlapping tiles of this many output pixels (None = whole image).  Regression
+    models ignore the sampler and return their single prediction.  ``progress(n)``
+    is called once per network evaluation on a tile.
     """
     if len(seeds) != shape[0]:
         raise ValueError("need one seed per image")
     cond = cond.to(device)
-    if config.diffusion.objective == "regression":
-        x0 = torch.cat([regression_predict(model, cond.index(slice(k, k + 1)), torch.Size((1, *shape[1:])),
-                                           config.diffusion, bf16) for k in range(shape[0])])  # batch-invariant
-        return from_diffusion_space(x0, cond, config.diffusion).clamp(-1, 1)
-    if sampler not in SAMPLERS:
-        raise UserError(f"unknown sampler {sampler!r}; choose from {sorted(SAMPLERS)}")
-    gammas = inference_gammas(steps, schedule or DEFAULT_SCHEDULE[sampler], config.diffusion)
-    noise = PerSampleNoise(seeds)
-    x = noise(torch.empty(shape, device=device))
     denoise = Denoiser(model, config.diffusion, cond, bf16=bf16)
-    kwargs = {"eta": eta} if sampler == "ddim" else {}
-    x = SAMPLERS[sampler](denoise, x, gammas, noise, progress=progress, **kwargs)
+    tick = (lambda: progress(1)) if progress else None
+    if tile:
+        denoise = TiledDenoiser(denoise, tile, overlap, on_tile=tick)
+    if config.diffusion.objective == "regression":
+        x = denoise(torch.zeros(shape, device=device), 1.0)
+    else:
+        if sampler not in SAMPLERS:
+            raise UserError(f"unknown sampler {sampler!r}; choose from {sorted(SAMPLERS)}")
+        gammas = inference_gammas(steps, schedule or DEFAULT_SCHEDULE[sampler], config.diffusion)
+        noise = PerSampleNoise(seeds)
+        x = noise(torch.empty(shape, device=device))
+        kwargs = {"eta": eta} if sampler == "ddim" else {}
+        x = SAMPLERS[sampler](denoise, x, gammas, noise, **kwargs)
     return from_diffusion_space(x, cond, config.diffusion).clamp(-1, 1)
 
 
@@ -72,9 +81,10 @@ class SRPipeline:
 
     def upscale_tensor(self, lr: torch.Tensor, *, sampler: str = DEFAULT_SAMPLER, steps: int = DEFAULT_STEPS,
                        seed: int | list[int] = 0, schedule: str | None = None, eta: float = 0.0,
+                       tile: int | None = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
                        progress=None) -> torch.Tensor:
         """[B, 3, h, w] in [-1, 1] -> [B, 3, h*scale, w*scale]; seed may be one int (image k gets seed + k)
-        or a list with one seed per image."""
+        or a list with one seed per image.  ``tile``/``overlap`` in output pixels (tile None = untiled)."""
         seeds = [seed + k for k in range(lr.shape[0])] if isinstance(seed, int) else list(seed)
         h, w = lr.shape[-2:]
         padded = pad_to_multiple(lr, self.lr_multiple)
@@ -82,8 +92,21 @@ class SRPipeline:
         with torch.inference_mode():
             sr = sample_images(self.model, self.config, cond, cond.lr_upsampled.shape, sampler=sampler, steps=steps,
                                seeds=seeds, device=self.device, schedule=schedule, eta=eta, bf16=self.bf16,
-                               progress=progress)
+                               tile=self.valid_tile(tile), overlap=overlap, progress=progress)
         return sr[..., :h * self.scale, :w * self.scale].cpu()
+
+    def valid_tile(self, tile: int | None) -> int | None:
+        m = 2 ** (len(self.config.model.channel_mult) - 1)
+        if tile is not None and (tile < 2 * DEFAULT_OVERLAP or tile % m):
+            raise UserError(f"--tile {tile} must be a multiple of {m} and at least {2 * DEFAULT_OVERLAP}")
+        return tile
+
+    def count_tiles(self, lr_height: int, lr_width: int, tile: int | None) -> int:
+        """Network evaluations per sampling step for an LR image of this size."""
+        if not tile:
+            return 1
+        h, w = (-(-n // self.lr_multiple) * self.lr_multiple * self.scale for n in (lr_height, lr_width))
+        return len(TiledDenoiser(None, tile, DEFAULT_OVERLAP).tiles(h, w))
 
     @property
     def lr_multiple(self) -> int:
@@ -134,6 +157,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--eta", type=float, default=0.0, help="DDIM stochasticity in [0, 1]")
     p.add_argument("--seed", type=int, default=0, help="image k of the run uses seed + k")
     p.add_argument("--batch-size", type=int, default=1, help="images per forward pass (same-size images)")
+    p.add_argument("--tile", type=int, default=DEFAULT_TILE, help="run the network on overlapping tiles of this "
+                   f"many output pixels (memory bounded by the tile; 0 = whole image; default {DEFAULT_TILE})")
+    p.add_argument("--preview", action="store_true", help="write the bicubic upscale at once, replaced by the "
+                   "result when it is ready")
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
@@ -155,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--batch-size must be >= 1")
     upscale_batch = make_upscaler(args)
     failures = 0
-    bar = tqdm(total=len(paths), unit="img", disable=args.no_progress, file=sys.stderr)
+    bar = tqdm(total=len(paths), unit="img", disable=args.no_progress, file=sys.stderr, position=0)
     pending: list[tuple[int, Path, torch.Tensor]] = []
 
     def flush():
@@ -163,6 +190,10 @@ def run(args: argparse.Namespace) -> int:
         if not pending:
             return
         lr = torch.stack([t for _, _, t in pending])
+        if args.preview:
+            for _, src, t in pending:
+                save_image(tensor_to_pil(upsample(t[None], args.scale)[0].clamp(-1, 1)),
+                           output_path(src, args.out, args.scale))
         sr, scale = upscale_batch(lr, [args.seed + k for k, _, _ in pending])
         for (k, src, _), img in zip(pending, sr):
             try:
@@ -211,7 +242,16 @@ def make_upscaler(args: argparse.Namespace):
     if args.method == "regression" and pipe.config.diffusion.objective != "regression":
         raise UserError(f"{args.model}: --method regression needs a model trained with --objective regression")
 
+    if args.preview and args.scale != pipe.scale:
+        args.scale = pipe.scale  # the bicubic preview must have the model's output size
+    tile = args.tile or None
+
     def learned(lr, seeds):
-        return pipe.upscale_tensor(lr, sampler=args.sampler, steps=args.steps, seed=seeds,
-                                   schedule=args.schedule, eta=args.eta), pipe.scale
+        tiles = pipe.count_tiles(lr.shape[-2], lr.shape[-1], pipe.valid_tile(tile))
+        evaluations = 1 if pipe.config.diffusion.objective == "regression" else args.steps
+        with tqdm(total=evaluations * tiles, desc=f"{tiles} tile(s) x {evaluations} step(s)", unit="tile-step",
+                  disable=args.no_progress, file=sys.stderr, leave=False, position=1) as steps_bar:
+            sr = pipe.upscale_tensor(lr, sampler=args.sampler, steps=args.steps, seed=seeds, schedule=args.schedule,
+                                     eta=args.eta, tile=tile, progress=steps_bar.update)
+        return sr, pipe.scale
     return learned

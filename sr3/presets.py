@@ -29,7 +29,7 @@ PRESETS: dict[str, Config] = {
     "cpu-4x": Config(
         model=UNetConfig(base_channels=32, channel_mult=(1, 2, 4, 4), num_res_blocks=2, mid_attention=False),
         diffusion=DiffusionConfig(target="residual", residual_scale=4.0, prediction="v", loss="l1"),
-        data=DataConfig(scale=4, crop_size=64),
+        data=DataConfig(scale=4, crop_size=32),
         train=TrainConfig(steps=2000, batch_size=8, lr=3e-4, warmup_steps=100, ema_decay=0.995, log_every=20,
                           sample_every=500, checkpoint_every=100, sample_steps=20),
     ),

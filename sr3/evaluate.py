@@ -34,10 +34,13 @@ from PIL import Image
 from . import metrics as M
 from .degradation import crop_to_multiple, downsample, upsample
 from .errors import UserError
-from .imageio import ImageConversionWarning, atomic_write_text, list_images, load_image, pil_to_tensor, save_image, tensor_to_pil
+from .imageio import (ImageConversionWarning, atomic_write_text, list_images, load_image, pil_to_tensor, save_image,
+                      tensor_to_pil)
+from .pipeline import DEFAULT_SAMPLER, DEFAULT_STEPS
+from .samplers import SAMPLERS as _SAMPLER_FUNCTIONS
 
 METHOD_NAMES = ("bicubic", "raisr", "regression", "sr3")
-SAMPLERS = ("ddpm", "ddim", "dpmpp")
+SAMPLERS = tuple(sorted(_SAMPLER_FUNCTIONS))
 CSV_FIELDS = ["method", "image", "sampler", "steps", "height", "width", *M.FIDELITY_METRICS, "seconds"]
 MIN_LR_SIDE = 2
 """Smallest LR side (px) we evaluate; anything smaller is reported and skipped."""
@@ -135,8 +138,8 @@ def make_method(name: str, args: argparse.Namespace | None = None, *, scale: int
             seed_ = int(pick(seed, "seed", 0))
             return Method("regression", "regression", pipe.scale,
                           lambda img: pipe.upscale(img, sampler="ddim", steps=1, seed=seed_))
-        sampler_ = pick(sampler, "sampler", "ddim")
-        steps_ = int(pick(steps, "steps", 50))
+        sampler_ = pick(sampler, "sampler", DEFAULT_SAMPLER)
+        steps_ = int(pick(steps, "steps", DEFAULT_STEPS))
         seed_ = int(pick(seed, "seed", 0))
         return Method("sr3", "sr3", pipe.scale,
                       lambda img: pipe.upscale(img, sampler=sampler_, steps=steps_, seed=seed_),
@@ -537,8 +540,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--model", type=Path, help="diffusion model folder for --methods sr3")
     p.add_argument("--regression-model", type=Path, help="regression model folder for --methods regression")
     p.add_argument("--raisr-model", type=Path, help="RAISR filter bank (default: the shipped one for --scale)")
-    p.add_argument("--sampler", choices=SAMPLERS, default="ddim", help="sampler for sr3 (default ddim)")
-    p.add_argument("--steps", type=int, default=50, help="sampling steps for sr3 (default 50)")
+    p.add_argument("--sampler", choices=SAMPLERS, default=DEFAULT_SAMPLER,
+                   help=f"sampler for sr3 (default {DEFAULT_SAMPLER})")
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"sampling steps for sr3 (default {DEFAULT_STEPS})")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (each image uses it) and bootstrap seed")
     p.add_argument("--steps-curve", help="comma list of step counts for metric-vs-steps curves, e.g. 5,10,20,50,100")
     p.add_argument("--curve-samplers", help="comma list of samplers for the curves (default: --sampler)")

@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import sys
 import time
@@ -398,6 +399,19 @@ def _single_thread():
         torch.set_num_threads(n)
 
 
+def _hardware() -> str:
+    """CPU model, core count and torch threads, for the model card."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, {platform.system()}"
+
+
 def train_raisr(image_paths, scale: int, *, seed: int = 0, max_patches_per_image: int = 200_000,
                 augment: bool = True, ridge: float = 10.0, prescale: int = 1, filter_size: int = 11, gradient_window: int = 9,
                 gradient_sigma: float = 2.0, angle_bins: int = 24, out_dir: str | Path | None = None,
@@ -422,8 +436,9 @@ def train_raisr(image_paths, scale: int, *, seed: int = 0, max_patches_per_image
     if filter_size % 2 == 0 or gradient_window % 2 == 0:
         raise UserError("RAISR: filter_size and gradient_window must be odd")
     paths = list_images(image_paths)
+    where = ", ".join(map(str, image_paths)) if isinstance(image_paths, (list, tuple)) else str(image_paths)
     if not paths:
-        raise UserError(f"{image_paths}: no images found (png, jpg, webp, tiff, bmp); check --data")
+        raise UserError(f"{where}: no images found (png, jpg, webp, tiff, bmp); check --data")
     tcfg = RAISRTrainConfig(seed=seed, max_patches_per_image=max_patches_per_image, augment=augment, ridge=ridge,
                             prescale=prescale)
     base = RAISRConfig(scale=scale, filter_size=filter_size, gradient_window=gradient_window,
@@ -434,30 +449,31 @@ def train_raisr(image_paths, scale: int, *, seed: int = 0, max_patches_per_image
     per_view = max(1, max_patches_per_image // n_views)
     say = (lambda msg: print(f"raisr {scale}x: {msg}", file=sys.stderr, flush=True)) if progress else (lambda msg: None)
 
-    def samples(hr: torch.Tensor, view: int, gen: torch.Generator, cut_cfg: RAISRConfig | None):
+    r = filter_size // 2
+
+    def samples(hr: torch.Tensor, view: int, gen: torch.Generator, with_patches: bool):
         """Sampled training pixels of one rotated/flipped view: (structure features, patches, targets, type)."""
         y_up, y_hr = make_training_pair(_dihedral(hr, view), scale)
         h, w = y_up.shape
         pix = torch.randint(0, h * w, (per_view,), generator=gen)  # with replacement: cheap, unbiased
         feats = _structure_features_at(y_up, pix, base)
-        if cut_cfg is None:
+        if not with_patches:
             return feats, None, None, None
         padded = F.pad(y_up[None, None], (r, r, r, r), mode="reflect")[0, 0].flatten()
         ys, xs = pix // w, pix % w
         patches = padded[(ys * (w + 2 * r) + xs)[:, None] + _patch_offsets(w + 2 * r, filter_size)[None, :]]
         return feats, patches, y_hr.flatten()[pix], _pixel_type(ys, xs, scale)
 
-    r = filter_size // 2
     # Pass 1: cut points for strength and coherence (tertiles of the training pixels).
     strengths, coherences = [], []
     gen = torch.Generator().manual_seed(seed)
     for _, hr in _load_training_images(paths, scale, min_side, prescale):
-        (_, s, c), *_ = samples(hr, 0, gen, None)
+        (_, s, c), *_ = samples(hr, 0, gen, with_patches=False)
         strengths.append(s)
         coherences.append(c)
     if not strengths:
-        raise UserError(f"{image_paths}: no usable training images (all unreadable or smaller than "
-                        f"{min_side * scale} px)")
+        raise UserError(f"{where}: no usable training images (all unreadable or smaller than "
+                        f"{min_side * scale * prescale} px)")
     q = torch.tensor(tcfg.threshold_quantiles, dtype=torch.float64)
     s_cut = torch.quantile(torch.cat(strengths)[:1 << 24].double(), q).tolist()
     c_cut = torch.quantile(torch.cat(coherences)[:1 << 24].double(), q).tolist()
@@ -474,7 +490,7 @@ def train_raisr(image_paths, scale: int, *, seed: int = 0, max_patches_per_image
     n_images = 0
     for i, (path, hr) in enumerate(_load_training_images(paths, scale, min_side, prescale)):
         n_images += 1
-        parts = [samples(hr, view, gen, cfg) for view in range(n_views)]
+        parts = [samples(hr, view, gen, with_patches=True) for view in range(n_views)]
         b = torch.cat([_quantise(*feats, ptype, cfg) for feats, _, _, ptype in parts])
         patches = torch.cat([p[1] for p in parts])
         targets = torch.cat([p[2] for p in parts])
@@ -514,8 +530,7 @@ def train_raisr(image_paths, scale: int, *, seed: int = 0, max_patches_per_image
             "buckets_total": cfg.buckets,
             "train_config": asdict(tcfg),
             "train_seconds": round(elapsed, 1),
-            "hardware": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
-                        f"{platform.system()} {platform.release()}",
+            "hardware": _hardware(),
             "software": f"python {platform.python_version()}, torch {torch.__version__}",
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         }
@@ -561,7 +576,9 @@ def main_train(args: argparse.Namespace) -> int:
 
     scale = int(first("scale", "data__scale", default=4))
     data = args.data if isinstance(args.data, (list, tuple)) else [args.data]
-    command = "sr3 " + " ".join(sys.argv[1:]) if sys.argv and Path(sys.argv[0]).name in ("sr3", "__main__.py") else None
+    name = Path(sys.argv[0]).name if sys.argv else ""
+    command = ("sr3 " if name in ("sr3", "__main__.py") else "python -m sr3.raisr " if name == "raisr.py" else "")
+    command = command + " ".join(sys.argv[1:]) if command else None
     train_raisr(
         data, scale, seed=int(first("seed", "train__seed", default=0)),
         max_patches_per_image=first("raisr_patches", default=200_000),
@@ -573,3 +590,23 @@ def main_train(args: argparse.Namespace) -> int:
 
 
 run_train_raisr = main_train  # the name sr3/train.py calls
+
+
+def _main(argv: list[str] | None = None) -> int:
+    """``python -m sr3.raisr --data DIR --out DIR --scale N [--raisr-...]``: the same as ``sr3 train --method raisr``."""
+    parser = argparse.ArgumentParser(prog="python -m sr3.raisr", description="Train a RAISR filter bank.")
+    parser.add_argument("--data", required=True, nargs="+", help="folders/files of high-resolution photos")
+    parser.add_argument("--out", required=True, help="output folder for the filter bank")
+    parser.add_argument("--scale", type=int, required=True, choices=SUPPORTED_SCALES)
+    parser.add_argument("--seed", type=int, default=0)
+    add_train_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return main_train(args)
+    except UserError as e:
+        print(f"sr3: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(_main())

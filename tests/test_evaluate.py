@@ -15,7 +15,11 @@ import sr3
 from sr3 import evaluate, raisr
 from sr3.cli import main as cli_main
 from sr3.errors import UserError
-from test_raisr import SMALL, shapes_image
+
+try:  # the synthetic-photo generator and small RAISR settings are shared with test_raisr
+    from test_raisr import SMALL, shapes_image
+except ImportError:  # tests/ collected as a package
+    from tests.test_raisr import SMALL, shapes_image
 
 
 @pytest.fixture(autouse=True)

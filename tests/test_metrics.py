@@ -206,3 +206,17 @@ def test_cas_trains_on_generated_and_tests_on_real():
     assert bad["top1"] <= 0.5
     again = metrics.classification_accuracy_score(make, gen_x, gen_y, real_x, real_y, epochs=30, lr=0.05, seed=0)
     assert again == good
+
+
+def test_standard_inception_path_explains_a_missing_torch_fidelity(tmp_path):
+    from sr3.errors import UserError
+
+    weights = tmp_path / "weights-inception-2015-12-05-6726825d.pth"
+    weights.write_bytes(b"")
+    try:
+        import torch_fidelity  # noqa: F401
+    except ImportError:
+        with pytest.raises(UserError, match="torch-fidelity"):
+            metrics.InceptionExtractor(str(weights))
+    else:
+        pytest.skip("torch-fidelity installed: the real weights are needed to go further")

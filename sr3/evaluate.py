@@ -42,8 +42,9 @@ from .samplers import SAMPLERS as _SAMPLER_FUNCTIONS
 METHOD_NAMES = ("bicubic", "raisr", "regression", "sr3")
 SAMPLERS = tuple(sorted(_SAMPLER_FUNCTIONS))
 CSV_FIELDS = ["method", "image", "sampler", "steps", "height", "width", *M.FIDELITY_METRICS, "seconds"]
-MIN_LR_SIDE = 2
-"""Smallest LR side (px) we evaluate; anything smaller is reported and skipped."""
+MIN_LR_SIDE = 3
+"""Smallest LR side (px) we evaluate; anything smaller is reported and skipped.  3 LR pixels
+leave at least ``scale`` HR pixels after the ``scale``-pixel border crop on each side."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -428,15 +429,15 @@ def evaluate(args: argparse.Namespace) -> dict:
                 t0 = time.perf_counter()
                 try:
                     sr = m(lr)
+                    seconds = time.perf_counter() - t0
                     if sr.size != hr.size:
                         raise UserError(f"output is {sr.size[0]}x{sr.size[1]}, expected {hr.size[0]}x{hr.size[1]}")
+                    values = M.fidelity_metrics(_unit(sr), hr_t, lr_t, scale)
                 except (UserError, ValueError, RuntimeError, OSError) as e:
                     skipped[f"{m.name}:{sample.key}"] = f"{type(e).__name__}: {e}"
                     warnings.warn(f"{m.name} failed on {sample.key} ({e}); skipped")
                     continue
-                seconds = time.perf_counter() - t0
                 save_image(sr, image_file(out, m.name, sample.key))
-                values = M.fidelity_metrics(_unit(sr), hr_t, lr_t, scale)
                 log.write({"method": m.name, "image": sample.key, "sampler": m.sampler or "",
                            "steps": m.steps or "", "height": hr.size[1], "width": hr.size[0],
                            **{k: f"{v:.6g}" for k, v in values.items()}, "seconds": f"{seconds:.4g}"})

@@ -253,27 +253,23 @@ class RAISR:
     def upscale_luma(self, y_up: torch.Tensor, chunk_pixels: int = 1 << 16) -> torch.Tensor:
         """Apply the filters to a cheap-upscaled luma image [H, W] in [0, 1]; returns [H, W].
 
-        Vectorised: every pixel gathers its bucket's filter and takes one dot product
-        with its patch (reflect-padded at the border).  Processed in row blocks of about
-        ``chunk_pixels`` pixels to bound memory.
+        Vectorised: every pixel takes one dot product between its patch (im2col via
+        ``unfold``, reflect-padded at the border) and its bucket's filter (one row
+        gather).  Processed in row blocks of about ``chunk_pixels`` pixels to bound memory.
         """
         cfg = self.config
         r = cfg.filter_size // 2
         buckets = _bucket_index(y_up, cfg)
         h, w = y_up.shape
         pad_mode = "reflect" if min(h, w) > r else "replicate"
-        padded = F.pad(y_up[None, None], (r, r, r, r), mode=pad_mode)[0, 0]
-        flat = padded.flatten()
-        offsets = _patch_offsets(w + 2 * r, cfg.filter_size)
+        padded = F.pad(y_up[None, None], (r, r, r, r), mode=pad_mode)
         out = torch.empty_like(y_up)
         rows = max(1, chunk_pixels // w)
-        cols = torch.arange(w)
         for y0 in range(0, h, rows):
-            ys = torch.arange(y0, min(h, y0 + rows))
-            top_left = (ys.view(-1, 1) * (w + 2 * r) + cols.view(1, -1)).flatten()  # patch origins
-            patches = flat[top_left[:, None] + offsets[None, :]]  # [n, k*k]
-            filt = self.filters[buckets[y0:y0 + len(ys)].flatten()]
-            out[y0:y0 + len(ys)] = (patches * filt).sum(dim=1).view(len(ys), w)
+            y1 = min(h, y0 + rows)
+            patches = F.unfold(padded[:, :, y0:y1 + 2 * r], cfg.filter_size)[0]  # [k*k, n]
+            filt = self.filters.index_select(0, buckets[y0:y1].flatten())  # [n, k*k]
+            out[y0:y1] = torch.einsum("kn,nk->n", patches, filt).view(y1 - y0, w)
         return out
 
     def upscale_tensor(self, lr: torch.Tensor) -> torch.Tensor:

@@ -150,11 +150,12 @@ def test_odd_tiny_grey_and_corrupt_images_do_not_stop_the_run(tmp_path):
     d.mkdir()
     shapes_image(1, 41).crop((0, 0, 41, 37)).save(d / "odd.png")  # not divisible by the scale
     Image.new("L", (24, 24), 90).save(d / "grey.png")
-    Image.new("RGB", (3, 3)).save(d / "tiny.png")  # smaller than 2 LR pixels
+    Image.new("RGB", (3, 3)).save(d / "tiny.png")  # smaller than 3 LR pixels
+    Image.new("RGB", (4, 40)).save(d / "thin.png")  # 2 LR pixels wide: nothing left after the border crop
     (d / "corrupt.png").write_bytes(b"\x89PNG broken")
     with pytest.warns(UserWarning):
         summary = evaluate.evaluate(_args(data=d, out=tmp_path / "o", methods="bicubic"))
-    assert summary["n_images"] == 2 and set(summary["skipped"]) == {"tiny.png", "corrupt.png"}
+    assert summary["n_images"] == 2 and set(summary["skipped"]) == {"tiny.png", "thin.png", "corrupt.png"}
     odd = next(r for r in _rows(tmp_path / "o") if r["image"] == "odd.png")
     assert (odd["width"], odd["height"]) == ("40", "36")  # cropped to a multiple of 2
     only_bad = tmp_path / "bad"

@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from sr3 import evaluate  # noqa: E402
 from sr3.metrics import bootstrap_ci  # noqa: E402
+from sr3.raisr import _hardware  # noqa: E402
 
 
 def main() -> int:
@@ -45,8 +46,7 @@ def main() -> int:
         "command": "python benchmarks/raisr_vs_bicubic.py " + " ".join(sys.argv[1:]),
         "data": str(args.data.relative_to(ROOT.parent)) if args.data.is_relative_to(ROOT.parent) else str(args.data),
         "filters": "shipped sr3/weights/raisr-{scale}x (trained on photos/train)",
-        "hardware": f"{platform.machine()} {platform.processor()}, {torch.get_num_threads()} torch threads "
-                    f"(shared machine: timings are indicative)",
+        "hardware": f"{_hardware()} (shared machine: timings are indicative)",
         "software": f"python {platform.python_version()}, torch {torch.__version__}",
         "date": time.strftime("%Y-%m-%d"),
         "scales": {},

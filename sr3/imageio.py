@@ -28,6 +28,14 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
 MAX_PIXELS = 128 * 1024 * 1024
 
 
+def _default_file_mode() -> int:
+    """0666 minus the umask: what open() would give.  mkstemp files are 0600, which would
+    leave reports and outputs unreadable to anyone but their owner."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 class ImageConversionWarning(UserWarning):
     """An input image was not 8-bit RGB and was converted."""
 
@@ -115,6 +123,7 @@ def save_image(img: Image.Image, path: str | Path, **save_kwargs) -> Path:
     except OSError as e:
         raise UserError(f"{path.parent}: cannot write output folder ({e.strerror}); choose another --out") from None
     try:
+        os.fchmod(fd, _default_file_mode())
         with os.fdopen(fd, "wb") as f:
             fmt = Image.registered_extensions().get(path.suffix.lower(), "PNG")
             if fmt == "JPEG":
@@ -136,6 +145,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, _default_file_mode())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)

@@ -274,6 +274,8 @@ def add_parser(subparsers) -> None:
                    help="raisr learns RAISR filters by least squares instead of a U-Net")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    from .raisr import add_train_arguments as add_raisr_arguments
+    add_raisr_arguments(p)  # --raisr-* options, used with --method raisr
     for section, cls in (("model", UNetConfig), ("diffusion", DiffusionConfig), ("data", DataConfig),
                          ("train", TrainConfig)):
         add_dataclass_arguments(p, cls, section)

@@ -6,11 +6,17 @@ import dataclasses
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from sr3.data import ImageFolderDataset
 from sr3.presets import PRESETS
 from sr3.train import train
+
+
+# The test models are tiny: one thread avoids thread start-up and spin costs that made
+# small ops 40-300x slower with 2 threads on a busy 2-core machine.
+torch.set_num_threads(1)
 
 
 def make_photo(rng: np.random.Generator, width: int, height: int) -> Image.Image:

@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from .augment import level_is_valid, noise_augment, truncated_gammas
 from .checkpoint import load_model_dir, resolve_model_dir
-from .config import Config, _from_dict
+from .config import Config, _from_dict, read_json
 from .degradation import upsample
 from .diffusion import Conditioning, Denoiser, from_diffusion_space
 from .errors import UserError
@@ -83,12 +83,7 @@ class CascadeConfig:
 
     @classmethod
     def from_json_file(cls, path: Path) -> "CascadeConfig":
-        try:
-            d = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise UserError(f"{path}: no {CASCADE_FILE}; a cascade directory names its stages there") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise UserError(f"{path}: not valid JSON ({e})") from None
+        d = read_json(path, f"{CASCADE_FILE} (a cascade directory names its stages there)")
         return _from_dict(cls, d, str(path))
 
     def with_stage(self, index: int, **changes) -> "CascadeConfig":

@@ -134,17 +134,21 @@ class Config:
 
     @classmethod
     def from_json_file(cls, path: str | Path) -> "Config":
-        path = Path(path)
-        try:
-            d = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise UserError(f"{path}: config file not found") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise UserError(f"{path}: not valid JSON ({e}); fix or regenerate the file") from None
-        return cls.from_dict(d, str(path))
+        return cls.from_dict(read_json(path, "config file"), str(path))
 
     def replace(self, **sections) -> "Config":
         return dataclasses.replace(self, **sections)
+
+
+def read_json(path: str | Path, what: str) -> dict:
+    """Parse a JSON file, or raise a one-line UserError naming it (``what``: e.g. "config file")."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: {what} not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not valid JSON ({e}); fix or regenerate the file") from None
 
 
 def _from_dict(cls, d, source: str):

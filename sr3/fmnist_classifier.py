@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from .errors import UserError
-from .metrics import FeatureExtractor
+from .metrics import FeatureExtractor, fit_classifier
 
 FEATURE_NAME = "FD-FMNIST-CNN"
 INPUT_SIZE = 32
@@ -66,18 +66,7 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, *, epochs: int 
     """Train a FashionCNN on images [N, C, H, W] in [-1, 1] with labels [N] (Adam, seeded order)."""
     torch.manual_seed(seed)
     model = FashionCNN(int(labels.max()) + 1)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    g = torch.Generator().manual_seed(seed)
-    model.train()
-    for _ in range(epochs):
-        order = torch.randperm(len(labels), generator=g)
-        for i in range(0, len(order), batch_size):
-            idx = order[i:i + batch_size]
-            loss = F.cross_entropy(model(images[idx]), labels[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-    return model.eval()
+    return fit_classifier(model, images, labels, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
 
 
 def save_classifier(model: FashionCNN, path: str | Path, info: dict | None = None) -> Path:

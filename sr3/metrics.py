@@ -453,6 +453,25 @@ def classification_accuracy(classifier: nn.Module, images: torch.Tensor, labels:
     return {f"top{k}": correct[k] / len(labels) for k in topk}
 
 
+def fit_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, epochs: int, batch_size: int,
+                   lr: float, weight_decay: float = 0.0, seed: int = 0,
+                   device: str | torch.device = "cpu") -> nn.Module:
+    """Train ``model`` with Adam and cross-entropy over ``epochs`` seeded shuffles; returns it in eval mode."""
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.as_tensor(labels).long()
+    model.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(labels), generator=g)
+        for i in range(0, len(order), batch_size):
+            idx = order[i:i + batch_size]
+            loss = F.cross_entropy(model(images[idx].to(device)), labels[idx].to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return model.eval()
+
+
 def classification_accuracy_score(make_classifier: Callable[[], nn.Module],
                                   train_images: torch.Tensor, train_labels: torch.Tensor,
                                   test_images: torch.Tensor, test_labels: torch.Tensor, *,
@@ -479,18 +498,8 @@ def classification_accuracy_score(make_classifier: Callable[[], nn.Module],
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = make_classifier().to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    g = torch.Generator().manual_seed(seed)
-    model.train()
-    for _ in range(epochs):
-        order = torch.randperm(len(train_labels), generator=g)
-        for i in range(0, len(order), batch_size):
-            idx = order[i:i + batch_size]
-            x, y = train_images[idx].to(device), train_labels[idx].to(device)
-            loss = F.cross_entropy(model(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+    fit_classifier(model, train_images, train_labels, epochs=epochs, batch_size=batch_size, lr=lr,
+                   weight_decay=weight_decay, seed=seed, device=device)
     acc = classification_accuracy(model, test_images.to(device), torch.as_tensor(test_labels).to(device),
                                   batch_size=max(batch_size, 256), topk=topk)
     return {**acc, "n_train": len(train_labels), "n_test": len(test_labels)}

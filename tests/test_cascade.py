@@ -31,13 +31,6 @@ DIFF = DiffusionConfig(schedule="cosine", timesteps=100, prediction="v")
 CLASSES = 4
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _tiny(cond_channels=3, num_classes=0, aug=True):
     return UNetConfig(base_channels=8, channel_mult=(1, 2), num_res_blocks=1, mid_attention=False,

@@ -22,14 +22,6 @@ except ImportError:  # tests/ collected as a package
     from tests.test_raisr import SMALL, shapes_image
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread avoids oversubscription on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture(scope="module")
 def bank(tmp_path_factory):

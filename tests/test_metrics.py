@@ -11,14 +11,6 @@ from sr3 import metrics
 from sr3.degradation import downsample
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread avoids oversubscription on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _image(h=48, w=40, seed=0):
     g = torch.Generator().manual_seed(seed)

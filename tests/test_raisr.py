@@ -18,14 +18,6 @@ from sr3.imageio import pil_to_tensor, tensor_to_pil
 SMALL = dict(filter_size=7, gradient_window=5, gradient_sigma=1.0, angle_bins=8)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread avoids oversubscription on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def shapes_image(seed: int, size: int = 96) -> Image.Image:
     """A synthetic 'photo': random discs, triangles and thick lines, anti-aliased by 4x supersampling."""

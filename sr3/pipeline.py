@@ -32,6 +32,7 @@ from .tiling import TiledDenoiser
 DEFAULT_SAMPLER, DEFAULT_STEPS = "ddim", 20
 DEFAULT_SCHEDULE = {"ddpm": "sr3", "ddim": "logsnr", "dpmpp": "logsnr"}
 DEFAULT_MODEL_DIR = Path(__file__).parent / "weights" / "sr3-4x"
+DEFAULT_REGRESSION_DIR = Path(__file__).parent / "weights" / "regression-4x"
 # Tiles (output pixels) for whole-image inference on CPU: big enough that the
 # overlap costs little, small enough that activations stay in a few hundred MB.
 DEFAULT_TILE, DEFAULT_OVERLAP = 256, 32
@@ -238,7 +239,8 @@ def make_upscaler(args: argparse.Namespace):
         if not cascade.sr_stages:
             raise UserError(f"{args.cascade}: this cascade has no SR stages to upscale with")
         return lambda lr, seeds: (cascade.upscale(lr, seeds), cascade.total_scale)
-    pipe = load(args.model, device=args.device)
+    model = args.model if args.model or args.method != "regression" else DEFAULT_REGRESSION_DIR
+    pipe = load(model, device=args.device)
     if args.method == "regression" and pipe.config.diffusion.objective != "regression":
         raise UserError(f"{args.model}: --method regression needs a model trained with --objective regression")
 

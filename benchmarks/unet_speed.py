@@ -6,7 +6,7 @@ mode) and one training step (forward + backward + AdamW), the FLOPs counted by
 torch's FlopCounterMode, the achieved GFLOP/s, and the fraction of a matmul peak
 measured in the same run with the same dtype and thread count.
 
-    python benchmarks/unet_speed.py --presets tiny,cpu-4x --sizes 64,128,256
+    python benchmarks/unet_speed.py --presets tiny,cpu-4x --sizes 64,128,256 --repeats 3 --batch 2
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def median_seconds(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def matmul_peak(dtype: torch.dtype, repeats: int, n: int = 2048) -> float:
+def matmul_peak(dtype: torch.dtype, repeats: int, n: int) -> float:
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     return 2 * n ** 3 / median_seconds(lambda: a @ b, repeats) / 1e9
 
@@ -89,14 +89,19 @@ def main() -> None:
     p.add_argument("--dtypes", default="float32,bfloat16")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--batch", type=int, default=4, help="training batch size")
+    p.add_argument("--matmul-size", type=int, default=1024, help="n of the n x n matmul that measures the peak")
+    p.add_argument("--bf16-max-size", type=int, default=64,
+                   help="largest image size run in bf16 (bf16 is very slow on CPUs without bf16 kernels)")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "unet_speed.json")
     args = p.parse_args()
     dtypes = [getattr(torch, d) for d in args.dtypes.split(",")]
-    peaks = {str(d).replace("torch.", ""): matmul_peak(d, args.repeats) for d in dtypes}
+    peaks = {str(d).replace("torch.", ""): matmul_peak(d, args.repeats, args.matmul_size) for d in dtypes}
     rows = []
     for preset in args.presets.split(","):
         for size in map(int, args.sizes.split(",")):
             for dtype in dtypes:
+                if dtype == torch.bfloat16 and size > args.bf16_max_size:
+                    continue
                 row = bench(preset, size, dtype, args.repeats, args.batch)
                 row["forward_fraction_of_matmul_peak"] = row["forward_gflop_per_s"] / peaks[row["dtype"]]
                 row["train_fraction_of_matmul_peak"] = row["train_gflop_per_s"] / peaks[row["dtype"]]

@@ -118,3 +118,11 @@ def test_unwritable_output_file_is_reported(cli_model, inputs, tmp_path, capsys)
     assert code == 1
     assert (out / "b.jpg").exists()
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_shipped_model_upscales_an_odd_sized_photo_with_no_flags(tmp_path):
+    """Issue 4: `sr3 upscale photo.jpg` alone writes photo_x4.jpg, 4x the size, for odd sizes."""
+    make_photo(np.random.default_rng(5), 33, 17).save(tmp_path / "photo.jpg", quality=92)
+    assert main(["upscale", str(tmp_path / "photo.jpg"), "--no-progress"]) == 0
+    out = Image.open(tmp_path / "photo_x4.jpg")
+    assert out.size == (132, 68) and out.format == "JPEG"

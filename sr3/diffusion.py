@@ -178,11 +178,3 @@ class Denoiser:
             image = from_diffusion_space(x0, self.cond, self.config).clamp(-1, 1)
             x0 = to_diffusion_space(image, self.cond, self.config)
         return x0
-
-
-def regression_predict(model: torch.nn.Module, cond: Conditioning, shape: torch.Size, config: DiffusionConfig,
-                       bf16: bool = False) -> torch.Tensor:
-    """The regression baseline: the same U-Net maps the conditioning straight to the output
-    (noise input fixed to zeros, noise level fixed to 0), in diffusion space."""
-    zeros = torch.zeros(shape, device=cond.lr_upsampled.device if cond.lr_upsampled is not None else "cpu")
-    return network_output(model, zeros, torch.zeros(shape[0], device=zeros.device), cond, bf16)

@@ -6,8 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import DiffusionConfig
-from .diffusion import (Conditioning, add_noise, network_output, network_target, regression_predict,
-                        to_diffusion_space)
+from .diffusion import Conditioning, Denoiser, add_noise, network_output, network_target, to_diffusion_space
 from .schedules import sample_training_gammas
 
 
@@ -33,5 +32,8 @@ def diffusion_loss(model: torch.nn.Module, hr: torch.Tensor, cond: Conditioning,
 def regression_loss(model: torch.nn.Module, hr: torch.Tensor, cond: Conditioning, config: DiffusionConfig,
                     bf16: bool = False) -> torch.Tensor:
     """The SR3 paper's regression baseline: same U-Net, predict the HR image directly."""
-    pred = regression_predict(model, cond, hr.shape, config, bf16)
-    return distance(pred, to_diffusion_space(hr, cond, config), config.loss)
+    target = to_diffusion_space(hr, cond, config)
+    # The Denoiser owns how a regression model is called (zero noise input and level), for
+    # training and inference alike; unclipped and batched so the loss sees the raw output.
+    pred = Denoiser(model, config, cond, bf16=bf16, clip=False, batch_invariant=False)(torch.zeros_like(target), 0.0)
+    return distance(pred, target, config.loss)

@@ -4,7 +4,8 @@
         --images ocv_baboon.png,ocv_building.png --out docs/img/sr-crops.png
 
 Columns: LR (nearest-neighbour, to show the input pixels) | bicubic | RAISR | regression | SR3 | HR,
-each the central 96x96 region of the 256x256 output shown at 2x.
+each the central 96x96 region of the 256x256 output shown at 2x.  ``--columns`` names the method
+folders of the evaluation (e.g. sr3@t1 when it ran several temperatures).
 """
 
 import argparse
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-COLUMNS = ["lr", "bicubic", "raisr", "regression", "sr3", "hr"]
+COLUMNS = "lr,bicubic,raisr,regression,sr3,hr"
 
 
 def main() -> None:
@@ -22,17 +23,20 @@ def main() -> None:
     p.add_argument("--images", required=True)
     p.add_argument("--crop", type=int, default=96)
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--columns", default=COLUMNS, help=f"method folders left to right (default {COLUMNS})")
     args = p.parse_args()
+    columns = args.columns.split(",")
     names = args.images.split(",")
     c, zoom, label_h = args.crop, 2, 18
-    sheet = Image.new("RGB", (len(COLUMNS) * c * zoom, len(names) * c * zoom + label_h), "white")
+    sheet = Image.new("RGB", (len(columns) * c * zoom, len(names) * c * zoom + label_h), "white")
     draw = ImageDraw.Draw(sheet)
-    for j, col in enumerate(COLUMNS):
+    for j, col in enumerate(columns):
         draw.text((j * c * zoom + 4, 3), col if col != "lr" else "LR input", fill="black")
     for i, name in enumerate(names):
         hr = Image.open(args.hr / name).convert("RGB")
-        for j, col in enumerate(COLUMNS):
-            img = hr if col == "hr" else Image.open(args.eval / "images" / col / name).convert("RGB")
+        for j, col in enumerate(columns):
+            folder = col.replace("@", "_at_")  # as sr3.evaluate.image_file names it
+            img = hr if col == "hr" else Image.open(args.eval / "images" / folder / name).convert("RGB")
             if col == "lr":
                 img = img.resize(hr.size, Image.NEAREST)
             left, top = (img.width - c) // 2, (img.height - c) // 2

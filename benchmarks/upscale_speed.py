@@ -2,8 +2,13 @@
 
 Prints JSON and writes benchmarks/results/upscale_speed.json:
 * seconds to upscale a 256x256 image to 1024x1024 at the default sampler/steps/tile
-  (median of --repeats), seconds per output megapixel, and the achieved GFLOP/s as a
-  fraction of an fp32 matmul peak measured in the same run;
+  (median of --repeats), with bf16 autocast (where the CPU has bf16 kernels) and in
+  fp32, both in this run; seconds per output megapixel; the achieved GFLOP/s as a
+  fraction of a matmul peak of the same dtype measured in the same run;
+* the anchor of issue 4: the popular unofficial SR3's default of 2000 sampling steps
+  for a 16->128 image, with its U-Net shape (64 channels, multipliers 1,2,4,8,8, 2 blocks,
+  attention at 16x16) rebuilt from sr3.unet and timed here for a few steps, against our
+  default model and steps on the same 128x128 output;
 * peak resident memory (ru_maxrss of a child process) to upscale 1024x1024 to
   4096x4096 with tiling, at 1 step: memory does not grow with the step count,
   only time does, so one step measures the bound without an hour of CPU.
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import platform
 import resource
 import statistics
 import subprocess
@@ -26,7 +32,10 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import sr3
+from sr3.config import UNetConfig
+from sr3.diffusion import bf16_is_fast
 from sr3.pipeline import DEFAULT_SAMPLER, DEFAULT_STEPS, DEFAULT_TILE
+from sr3.unet import UNet, count_parameters
 
 MEMORY_CHILD = """
 import resource, sys, torch, sr3
@@ -38,15 +47,37 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
 
-def matmul_peak(repeats: int, n: int = 2048) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
+def median_seconds(fn, repeats: int) -> tuple[float, list[float]]:
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
-        a @ b
+        fn()
         times.append(time.perf_counter() - t)
-    return 2 * n ** 3 / statistics.median(times) / 1e9
+    return statistics.median(times), times
+
+
+def matmul_peak(repeats: int, dtype: torch.dtype, n: int = 2048) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    return 2 * n ** 3 / median_seconds(lambda: a @ b, repeats)[0] / 1e9
+
+
+# The 16->128 U-Net of the popular unofficial SR3 implementation (its default config:
+# inner channel 64, channel multipliers 1,2,4,8,8, 2 res blocks, attention at 16 px, dropout 0.2),
+# whose default sampling runs 2000 steps.
+ANCHOR_UNET = UNetConfig(base_channels=64, channel_mult=(1, 2, 4, 8, 8), num_res_blocks=2, attention_levels=(3,),
+                         mid_attention=True, dropout=0.2)
+ANCHOR_STEPS = 2000
+
+
+def anchor_seconds_per_step(repeats: int) -> float:
+    """fp32 seconds of one anchor U-Net evaluation on a 128x128 image (batch 1, inference mode)."""
+    torch.manual_seed(0)
+    model = UNet(ANCHOR_UNET).eval()
+    x, lr_up = torch.randn(1, 3, 128, 128), torch.randn(1, 3, 128, 128)
+    with torch.inference_mode():
+        model(x, torch.rand(1), lr_up)  # warm-up
+        return median_seconds(lambda: model(x, torch.rand(1), lr_up), repeats)[0]
 
 
 def main() -> None:
@@ -57,31 +88,44 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "upscale_speed.json")
     args = p.parse_args()
     pipe = sr3.load(args.model)
+    bf16 = bf16_is_fast("cpu")
     lr = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    pipe.upscale_tensor(lr[..., :64, :64], steps=2, seed=0)  # warm-up
-    times = []
-    for _ in range(args.repeats):
-        t = time.perf_counter()
-        pipe.upscale_tensor(lr, sampler=DEFAULT_SAMPLER, steps=DEFAULT_STEPS, seed=0)
-        times.append(time.perf_counter() - t)
-    seconds = statistics.median(times)
-    # Every step costs the same network evaluations: count one step's FLOPs, times the steps.
-    with FlopCounterMode(display=False) as counter:
-        pipe.upscale_tensor(lr, sampler=DEFAULT_SAMPLER, steps=1, seed=0)
-    flops = counter.get_total_flops() * DEFAULT_STEPS
-    peak = matmul_peak(args.repeats)
-    result = {
-        "model": str(args.model or "shipped sr3-4x"), "sampler": DEFAULT_SAMPLER, "steps": DEFAULT_STEPS,
-        "tile": DEFAULT_TILE, "threads": torch.get_num_threads(),
-        "seconds_256_to_1024": seconds, "runs": times, "seconds_per_output_megapixel": seconds / (1024 * 1024 / 1e6),
-        "gflop": flops / 1e9, "achieved_gflop_per_s": flops / seconds / 1e9,
-        "fp32_matmul_peak_gflop_per_s": peak, "fraction_of_peak": flops / seconds / 1e9 / peak,
-    }
+
+    def upscale(x, steps=DEFAULT_STEPS):
+        return pipe.upscale_tensor(x, sampler=DEFAULT_SAMPLER, steps=steps, seed=0)
+
+    result = {"model": str(args.model or "shipped sr3-4x"), "sampler": DEFAULT_SAMPLER, "steps": DEFAULT_STEPS,
+              "tile": DEFAULT_TILE, "threads": torch.get_num_threads(), "cpu_has_fast_bf16": bf16,
+              "by_dtype": {}}
+    for dtype in ([torch.bfloat16] if bf16 else []) + [torch.float32]:
+        pipe.bf16 = dtype == torch.bfloat16
+        upscale(lr[..., :64, :64], steps=2)  # warm-up (oneDNN primitive creation)
+        seconds, times = median_seconds(lambda: upscale(lr), args.repeats)
+        small, _ = median_seconds(lambda: upscale(lr[..., :32, :32]), args.repeats)
+        # Every step costs the same network evaluations: count one step's FLOPs, times the steps.
+        with FlopCounterMode(display=False) as counter:
+            upscale(lr, steps=1)
+        flops = counter.get_total_flops() * DEFAULT_STEPS
+        peak = matmul_peak(args.repeats, dtype)
+        result["by_dtype"][str(dtype).replace("torch.", "")] = {
+            "seconds_256_to_1024": seconds, "runs": times, "seconds_per_output_megapixel": seconds / (1024 * 1024 / 1e6),
+            "seconds_32_to_128": small, "gflop": flops / 1e9, "achieved_gflop_per_s": flops / seconds / 1e9,
+            "matmul_peak_gflop_per_s": peak, "fraction_of_peak": flops / seconds / 1e9 / peak}
+    fast = result["by_dtype"]["bfloat16" if bf16 else "float32"]
+    if bf16:
+        result["bf16_speedup_256_to_1024"] = result["by_dtype"]["float32"]["seconds_256_to_1024"] / fast["seconds_256_to_1024"]
+    anchor_step = anchor_seconds_per_step(args.repeats)
+    result["anchor"] = {"unet": "64 ch, mult 1,2,4,8,8, 2 blocks, attention at 16 px (fp32)",
+                        "parameters": count_parameters(UNet(ANCHOR_UNET)), "seconds_per_step_128": anchor_step,
+                        "steps": ANCHOR_STEPS, "seconds_128x128": anchor_step * ANCHOR_STEPS,
+                        "seconds_per_100_steps_128": anchor_step * 100,
+                        "our_speedup_same_output": anchor_step * ANCHOR_STEPS / fast["seconds_32_to_128"]}
     if not args.skip_memory:
         proc = subprocess.run([sys.executable, "-c", MEMORY_CHILD, args.model or "-"], capture_output=True, text=True)
         if proc.returncode != 0:
             raise SystemExit(proc.stderr[-2000:])
         result["peak_rss_gib_1024_to_4096"] = int(proc.stdout.strip().splitlines()[-1]) / 2**20
+    result["cpu"] = platform.processor() or platform.machine()
     print(json.dumps(result, indent=2))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))

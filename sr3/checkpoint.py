@@ -17,11 +17,11 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save, save_file
 
 from .config import Config
 from .errors import UserError
-from .imageio import atomic_write_text
+from .imageio import atomic_write_bytes, atomic_write_text
 from .unet import UNet
 
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
@@ -84,9 +84,8 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _atomic_save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict | None = None) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    # the shared atomic writer: no torn file, and the usual umask mode (safetensors' own writer makes 0600 files)
+    atomic_write_bytes(path, save(tensors, metadata=metadata))
 
 
 # ------------------------------------------------------------ training state

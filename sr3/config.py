@@ -84,6 +84,10 @@ class DataConfig:
     hflip: bool = True
     """Random horizontal flips."""
     vflip: bool = False
+    downscale_max: float = 1.0
+    """Each HR crop is cut from the image shrunk by a random factor in [1, downscale_max] (log-uniform,
+    anti-aliased), so that a few very large photos also teach the detail density of ordinary-sized
+    ones; 1 = native resolution only."""
     # Conditioning augmentation (CDM Sec. 4.1) on the LR input of an SR stage.
     aug_noise_max: float = 0.0
     """Max Gaussian-noise augmentation level s in [0, 1): LR is noised to sqrt(1-s^2)... see augment.py; 0 = off."""

@@ -14,8 +14,11 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import math
+
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .degradation import downsample, upsample
 from .errors import UserError
@@ -51,13 +54,21 @@ def _random_flip(x: torch.Tensor, generator: torch.Generator, hflip: bool, vflip
 class ImageFolderDataset:
     """Random ``crop_size`` crops (with flips) of every readable image in a folder.
 
+    ``downscale_max`` > 1: each crop is cut from the image shrunk by a factor drawn
+    log-uniformly from [1, downscale_max] (a square of crop_size * factor pixels,
+    resized with anti-aliasing and rounded to 8 bits like a saved photo).
+
     Images are decoded once and kept as uint8 (the 23 training photos take ~280 MB).
     Unreadable files and images smaller than the crop are skipped with a warning; a
     folder with no usable image is a UserError.
     """
 
-    def __init__(self, root: str | Path, crop_size: int, hflip: bool = True, vflip: bool = False):
+    def __init__(self, root: str | Path, crop_size: int, hflip: bool = True, vflip: bool = False,
+                 downscale_max: float = 1.0):
         self.root, self.crop_size, self.hflip, self.vflip = Path(root), crop_size, hflip, vflip
+        if downscale_max < 1.0:
+            raise UserError(f"data.downscale_max is {downscale_max}; it must be >= 1 (1 = no downscaling)")
+        self.downscale_max = downscale_max
         if not self.root.is_dir():
             raise UserError(f"{self.root}: training data folder not found; pass --data DIR with images")
         self.images: list[torch.Tensor] = []
@@ -84,9 +95,16 @@ class ImageFolderDataset:
         crops = []
         for _ in range(batch_size):
             img = self.images[int(torch.randint(len(self.images), (1,), generator=generator))]
-            top = int(torch.randint(img.shape[1] - self.crop_size + 1, (1,), generator=generator))
-            left = int(torch.randint(img.shape[2] - self.crop_size + 1, (1,), generator=generator))
-            crop = img[:, top:top + self.crop_size, left:left + self.crop_size]
+            side = self.crop_size
+            if self.downscale_max > 1:
+                factor = math.exp(float(torch.rand(1, generator=generator)) * math.log(self.downscale_max))
+                side = min(round(self.crop_size * factor), img.shape[1], img.shape[2])
+            top = int(torch.randint(img.shape[1] - side + 1, (1,), generator=generator))
+            left = int(torch.randint(img.shape[2] - side + 1, (1,), generator=generator))
+            crop = img[:, top:top + side, left:left + side]
+            if side != self.crop_size:
+                crop = F.interpolate(crop[None].float(), size=(self.crop_size, self.crop_size), mode="bicubic",
+                                     align_corners=False, antialias=True)[0].round().clamp(0, 255).to(torch.uint8)
             crops.append(_random_flip(crop, generator, self.hflip, self.vflip))
         return Batch(hr=_to_float(torch.stack(crops)))
 

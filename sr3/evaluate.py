@@ -36,7 +36,7 @@ from .degradation import crop_to_multiple, downsample, upsample
 from .errors import UserError
 from .imageio import (ImageConversionWarning, atomic_write_text, list_images, load_image, pil_to_tensor, save_image,
                       tensor_to_pil)
-from .pipeline import DEFAULT_SAMPLER, DEFAULT_STEPS
+from .pipeline import DEFAULT_SAMPLER, DEFAULT_STEPS, DEFAULT_TEMPERATURE
 from .samplers import SAMPLERS as _SAMPLER_FUNCTIONS
 
 METHOD_NAMES = ("bicubic", "raisr", "regression", "sr3")
@@ -56,7 +56,7 @@ class Method:
     """A super-resolution method: ``method(lr_pil) -> sr_pil`` of size ``scale`` times the input.
 
     ``name`` keys its rows in metrics.csv (``"sr3@ddim-20"`` for a step-curve point);
-    ``kind`` is one of :data:`METHOD_NAMES`; ``sampler``/``steps`` are set for diffusion.
+    ``kind`` is one of :data:`METHOD_NAMES`; ``sampler``/``steps``/``temperature`` are set for diffusion.
     """
 
     name: str
@@ -65,6 +65,7 @@ class Method:
     upscale: Callable[[Image.Image], Image.Image]
     sampler: str | None = None
     steps: int | None = None
+    temperature: float | None = None
 
     def __call__(self, img: Image.Image) -> Image.Image:
         return self.upscale(img)
@@ -83,7 +84,8 @@ def _objective(pipe) -> str:
 
 def make_method(name: str, args: argparse.Namespace | None = None, *, scale: int | None = None,
                 model: str | Path | None = None, raisr_model: str | Path | None = None, sampler: str | None = None,
-                steps: int | None = None, seed: int | None = None, pipe=None) -> Method:
+                steps: int | None = None, seed: int | None = None, temperature: float = DEFAULT_TEMPERATURE,
+                pipe=None) -> Method:
     """Build a :class:`Method` by name: ``bicubic``, ``raisr``, ``regression`` or ``sr3``.
 
     Settings come from keyword arguments, else from ``args`` (an argparse namespace with
@@ -93,7 +95,8 @@ def make_method(name: str, args: argparse.Namespace | None = None, *, scale: int
     * ``raisr_model``: a RAISR filter-bank folder, default the shipped bank for ``scale``
       (``model`` is used too when it holds a filter bank, for ``sr3 upscale --method raisr --model DIR``);
     * ``model``: the model folder for ``sr3``/``regression`` (``pipe``: an already loaded pipeline);
-    * ``sampler``, ``steps``, ``seed``: diffusion sampling (ignored by regression).
+    * ``sampler``, ``steps``, ``seed``, ``temperature``: diffusion sampling (ignored by regression);
+      ``temperature`` comes only from the keyword (see :class:`sr3.samplers.PerSampleNoise`).
     """
     def pick(value, attr, default=None):
         if value is not None:
@@ -143,8 +146,8 @@ def make_method(name: str, args: argparse.Namespace | None = None, *, scale: int
         steps_ = int(pick(steps, "steps", DEFAULT_STEPS))
         seed_ = int(pick(seed, "seed", 0))
         return Method("sr3", "sr3", pipe.scale,
-                      lambda img: pipe.upscale(img, sampler=sampler_, steps=steps_, seed=seed_),
-                      sampler=sampler_, steps=steps_)
+                      lambda img: pipe.upscale(img, sampler=sampler_, steps=steps_, seed=seed_, temperature=temperature),
+                      sampler=sampler_, steps=steps_, temperature=temperature)
     raise UserError(f"unknown method {name!r}; choose from {', '.join(METHOD_NAMES)}")
 
 
@@ -348,16 +351,25 @@ def build_methods(args: argparse.Namespace) -> tuple[list[Method], list[Method]]
     for n in names:
         if n not in METHOD_NAMES:
             raise UserError(f"--methods: unknown method {n!r}; choose from {', '.join(METHOD_NAMES)}")
+    temperatures = _parse_list(getattr(args, "temperature", None), float) or [DEFAULT_TEMPERATURE]
+    for t in temperatures:
+        if not 0 <= t <= 1:
+            raise UserError(f"--temperature: {t} is outside [0, 1]")
     pipe = None
     methods = []
     for n in dict.fromkeys(names):
-        if n == "sr3":
-            import sr3
+        if n != "sr3":
+            methods.append(make_method(n, args))
+            continue
+        import sr3
 
-            if args.model is None:
-                raise UserError("--methods sr3: needs a trained diffusion model; pass --model DIR")
-            pipe = sr3.load(args.model)
-        methods.append(make_method(n, args, pipe=pipe if n == "sr3" else None))
+        if args.model is None:
+            raise UserError("--methods sr3: needs a trained diffusion model; pass --model DIR")
+        pipe = sr3.load(args.model)
+        for t in dict.fromkeys(temperatures):
+            m = make_method("sr3", args, pipe=pipe, temperature=t)
+            name = "sr3" if len(temperatures) == 1 else f"sr3@t{t:g}"  # one row per temperature
+            methods.append(Method(name, "sr3", m.scale, m.upscale, m.sampler, m.steps, t))
     curve = []
     steps = _parse_list(args.steps_curve, int)
     if steps:
@@ -369,13 +381,13 @@ def build_methods(args: argparse.Namespace) -> tuple[list[Method], list[Method]]
             for s in steps:
                 if s < 1:
                     raise UserError(f"--steps-curve: steps must be >= 1, got {s}")
-                m = make_method("sr3", args, pipe=pipe, sampler=sampler, steps=s)
-                curve.append(Method(f"sr3@{sampler}-{s}", "sr3", m.scale, m.upscale, sampler, s))
+                m = make_method("sr3", args, pipe=pipe, sampler=sampler, steps=s, temperature=temperatures[0])
+                curve.append(Method(f"sr3@{sampler}-{s}", "sr3", m.scale, m.upscale, sampler, s, temperatures[0]))
     return methods, curve
 
 
 def _check_run_file(out: Path, settings: dict) -> None:
-    """A resumed run must use the same data and scale, or its CSV rows would mix up."""
+    """A resumed run must use the same data, scale and sampling, or its CSV rows would mix up."""
     path = out / "run.json"
     if path.exists():
         try:
@@ -385,6 +397,11 @@ def _check_run_file(out: Path, settings: dict) -> None:
         for k in ("data", "lr_data", "scale"):
             if k in old and old[k] != settings[k]:
                 raise UserError(f"{out}: holds a run with {k} = {old[k]}, not {settings[k]}; use a new --out")
+        for name, then in old.get("sampling", {}).items():  # [sampler, steps, temperature] per diffusion row
+            now = settings["sampling"].get(name)
+            if now is not None and now != then:
+                raise UserError(f"{out}: its {name} rows were sampled with {then} (sampler, steps, temperature), "
+                                f"not {now}; use a new --out")
     atomic_write_text(path, json.dumps(settings, indent=2) + "\n")
 
 
@@ -405,7 +422,9 @@ def evaluate(args: argparse.Namespace) -> dict:
     extractor = make_extractor(args.fid_weights, args.feature_extractor)
     _check_run_file(out, {"data": str(Path(args.data).resolve()),
                           "lr_data": str(Path(args.lr_data).resolve()) if args.lr_data else None,
-                          "scale": scale, "seed": args.seed, "methods": [m.name for m in methods + curve]})
+                          "scale": scale, "seed": args.seed, "methods": [m.name for m in methods + curve],
+                          "sampling": {m.name: [m.sampler, m.steps, m.temperature] for m in methods + curve
+                                       if m.kind == "sr3"}})
     csv_path = out / "metrics.csv"
     done = {(r["method"], r["image"]) for r in read_rows(csv_path)}
     log = CsvLog(csv_path)
@@ -473,7 +492,7 @@ def evaluate(args: argparse.Namespace) -> dict:
             real_feats, _ = M.extract_features(extractor, real_imgs)
         for m in all_methods:
             entry = summarise(rows, m.name, args.seed)
-            entry.update({"kind": m.kind, "sampler": m.sampler, "steps": m.steps})
+            entry.update({"kind": m.kind, "sampler": m.sampler, "steps": m.steps, "temperature": m.temperature})
             if extractor is not None:
                 files = [image_file(out, m.name, s.key) for s in samples if s.key in evaluated]
                 fakes = [_unit(Image.open(f).convert("RGB")) for f in files if f.exists()]
@@ -544,6 +563,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--sampler", choices=SAMPLERS, default=DEFAULT_SAMPLER,
                    help=f"sampler for sr3 (default {DEFAULT_SAMPLER})")
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"sampling steps for sr3 (default {DEFAULT_STEPS})")
+    p.add_argument("--temperature", default=None, help="sampling-noise temperature(s) in [0, 1] for sr3, comma list "
+                   f"(default {DEFAULT_TEMPERATURE}); several give one row each (sr3@t0.5, ...); curves use the first")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (each image uses it) and bootstrap seed")
     p.add_argument("--steps-curve", help="comma list of step counts for metric-vs-steps curves, e.g. 5,10,20,50,100")
     p.add_argument("--curve-samplers", help="comma list of samplers for the curves (default: --sampler)")

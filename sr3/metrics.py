@@ -68,6 +68,8 @@ CONVENTIONS = {
                f"NaN when the cropped image is smaller than {MS_SSIM_MIN_SIZE} px",
     "consistency": "MSE between sr3.degradation.downsample(output) and the LR input on [0, 255] "
                    "(SR3 paper Sec. 4.2)",
+    "colour_shift": "largest |per-channel mean of downsample(output) - per-channel mean of LR| over R, G, B, "
+                    "on [0, 255]: a global colour cast the output added to its input",
 }
 
 
@@ -161,11 +163,26 @@ def consistency(sr: torch.Tensor, lr: torch.Tensor, scale: int) -> torch.Tensor:
     return ((down - lr * 255.0) ** 2).mean(dim=(1, 2, 3))
 
 
+def colour_shift(sr: torch.Tensor, lr: torch.Tensor, scale: int) -> torch.Tensor:
+    """Per-image global colour cast, on [0, 255]: max over channels of the difference of channel means
+    between ``downsample(sr, scale)`` and ``lr`` (shapes as in :func:`consistency`).
+
+    Consistency already penalises every low-frequency error; this isolates the failure users
+    report from diffusion SR (a tinted or brightened result), in units one can read: 2 means one
+    channel's mean moved by 2 of 255 levels.
+    """
+    sr, lr = _batch(sr), _batch(lr)
+    down = downsample(sr * 255.0, scale)
+    if down.shape != lr.shape:
+        raise ValueError(f"downsampled output {tuple(down.shape)} does not match LR input {tuple(lr.shape)}")
+    return (down.mean(dim=(2, 3)) - lr.mean(dim=(2, 3)) * 255.0).abs().amax(dim=1)
+
+
 def fidelity_metrics(sr: torch.Tensor, hr: torch.Tensor, lr: torch.Tensor, scale: int) -> dict[str, float]:
     """All per-image metrics of one image pair, with the conventions above (border = scale).
 
     ``sr``, ``hr``: [3, H, W] in [0, 1]; ``lr``: [3, H/scale, W/scale] in [0, 1].
-    Keys: psnr_rgb, psnr_y, ssim_rgb, ssim_y, ms_ssim, consistency.
+    Keys: psnr_rgb, psnr_y, ssim_rgb, ssim_y, ms_ssim, consistency, colour_shift.
     """
     return {
         "psnr_rgb": float(psnr(sr, hr, border=scale)[0]),
@@ -174,10 +191,11 @@ def fidelity_metrics(sr: torch.Tensor, hr: torch.Tensor, lr: torch.Tensor, scale
         "ssim_y": float(ssim(sr, hr, border=scale, y_channel=True)[0]),
         "ms_ssim": float(ms_ssim(sr, hr, border=scale)[0]),
         "consistency": float(consistency(sr, lr, scale)[0]),
+        "colour_shift": float(colour_shift(sr, lr, scale)[0]),
     }
 
 
-FIDELITY_METRICS = ("psnr_rgb", "psnr_y", "ssim_rgb", "ssim_y", "ms_ssim", "consistency")
+FIDELITY_METRICS = ("psnr_rgb", "psnr_y", "ssim_rgb", "ssim_y", "ms_ssim", "consistency", "colour_shift")
 """Names of the per-image metrics, in report order."""
 
 

@@ -29,7 +29,7 @@ from .samplers import SAMPLERS, PerSampleNoise
 from .schedules import INFERENCE_SCHEDULES, inference_gammas
 from .tiling import TiledDenoiser
 
-DEFAULT_SAMPLER, DEFAULT_STEPS = "ddim", 20
+DEFAULT_SAMPLER, DEFAULT_STEPS, DEFAULT_TEMPERATURE = "ddim", 20, 1.0
 DEFAULT_SCHEDULE = {"ddpm": "sr3", "ddim": "logsnr", "dpmpp": "logsnr"}
 DEFAULT_MODEL_DIR = Path(__file__).parent / "weights" / "sr3-4x"
 DEFAULT_REGRESSION_DIR = Path(__file__).parent / "weights" / "regression-4x"
@@ -40,12 +40,14 @@ DEFAULT_TILE, DEFAULT_OVERLAP = 256, 32
 
 def sample_images(model: torch.nn.Module, config: Config, cond: Conditioning, shape, *, sampler: str = DEFAULT_SAMPLER,
                   steps: int = DEFAULT_STEPS, seeds: list[int], device="cpu", schedule: str | None = None,
-                  eta: float = 0.0, bf16: bool = True, tile: int | None = None, overlap: int = DEFAULT_OVERLAP,
-                  progress=None) -> torch.Tensor:
+                  eta: float = 0.0, temperature: float = DEFAULT_TEMPERATURE, bf16: bool = True,
+                  tile: int | None = None, overlap: int = DEFAULT_OVERLAP, progress=None) -> torch.Tensor:
     """Generate a batch of images [B, C, H, W] in [-1, 1] from conditioning ``cond``.
 
     ``seeds[k]`` seeds image k's own generator (initial noise and every sampler step),
-    so image k does not depend on the batch it is in.  ``tile``: run the network on
+    so image k does not depend on the batch it is in.  ``temperature`` in [0, 1] scales
+    that noise (1 = the model's distribution; lower = closer to its mean prediction,
+    see :class:`sr3.samplers.PerSampleNoise`).  ``tile``: run the network on
     overlapping tiles of this many output pixels (None = whole image).  Regression
     models ignore the sampler and return their single prediction.  ``progress(n)``
     is called once per network evaluation on a tile.
@@ -63,7 +65,7 @@ def sample_images(model: torch.nn.Module, config: Config, cond: Conditioning, sh
         if sampler not in SAMPLERS:
             raise UserError(f"unknown sampler {sampler!r}; choose from {sorted(SAMPLERS)}")
         gammas = inference_gammas(steps, schedule or DEFAULT_SCHEDULE[sampler], config.diffusion)
-        noise = PerSampleNoise(seeds)
+        noise = PerSampleNoise(seeds, temperature)
         x = noise(torch.empty(shape, device=device))
         kwargs = {"eta": eta} if sampler == "ddim" else {}
         x = SAMPLERS[sampler](denoise, x, gammas, noise, **kwargs)
@@ -82,7 +84,7 @@ class SRPipeline:
 
     def upscale_tensor(self, lr: torch.Tensor, *, sampler: str = DEFAULT_SAMPLER, steps: int = DEFAULT_STEPS,
                        seed: int | list[int] = 0, schedule: str | None = None, eta: float = 0.0,
-                       tile: int | None = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
+                       temperature: float = DEFAULT_TEMPERATURE, tile: int | None = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
                        progress=None) -> torch.Tensor:
         """[B, 3, h, w] in [-1, 1] -> [B, 3, h*scale, w*scale]; seed may be one int (image k gets seed + k)
         or a list with one seed per image.  ``tile``/``overlap`` in output pixels (tile None = untiled)."""
@@ -92,7 +94,8 @@ class SRPipeline:
         cond = Conditioning(lr_upsampled=upsample(padded, self.scale))
         with torch.inference_mode():
             sr = sample_images(self.model, self.config, cond, cond.lr_upsampled.shape, sampler=sampler, steps=steps,
-                               seeds=seeds, device=self.device, schedule=schedule, eta=eta, bf16=self.bf16,
+                               seeds=seeds, device=self.device, schedule=schedule, eta=eta, temperature=temperature,
+                               bf16=self.bf16,
                                tile=self.valid_tile(tile), overlap=overlap, progress=progress)
         return sr[..., :h * self.scale, :w * self.scale].cpu()
 
@@ -156,6 +159,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--schedule", choices=INFERENCE_SCHEDULES, help="inference noise schedule "
                    "(default: sr3 for ddpm, logsnr for ddim/dpmpp)")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM stochasticity in [0, 1]")
+    p.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE,
+                   help="scale of the sampling noise in [0, 1]: 1 = full generated detail, lower = closer to the "
+                   f"model's mean prediction (higher PSNR, less texture); default {DEFAULT_TEMPERATURE}")
     p.add_argument("--seed", type=int, default=0, help="image k of the run uses seed + k")
     p.add_argument("--batch-size", type=int, default=1, help="images per forward pass (same-size images)")
     p.add_argument("--tile", type=int, default=DEFAULT_TILE, help="run the network on overlapping tiles of this "
@@ -181,6 +187,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--steps must be >= 1")
     if args.batch_size < 1:
         raise UserError("--batch-size must be >= 1")
+    if not 0 <= args.temperature <= 1:
+        raise UserError(f"--temperature {args.temperature} is outside [0, 1]")
     upscale_batch = make_upscaler(args)
     failures = 0
     bar = tqdm(total=len(paths), unit="img", disable=args.no_progress, file=sys.stderr, position=0)
@@ -254,6 +262,7 @@ def make_upscaler(args: argparse.Namespace):
         with tqdm(total=evaluations * tiles, desc=f"{tiles} tile(s) x {evaluations} step(s)", unit="tile-step",
                   disable=args.no_progress, file=sys.stderr, leave=False, position=1) as steps_bar:
             sr = pipe.upscale_tensor(lr, sampler=args.sampler, steps=args.steps, seed=seeds, schedule=args.schedule,
-                                     eta=args.eta, tile=tile, progress=steps_bar.update)
+                                     eta=args.eta, temperature=args.temperature, tile=tile,
+                                     progress=steps_bar.update)
         return sr, pipe.scale
     return learned

@@ -29,9 +29,9 @@ PRESETS: dict[str, Config] = {
     "cpu-4x": Config(
         model=UNetConfig(base_channels=32, channel_mult=(1, 2, 4, 4), num_res_blocks=2, mid_attention=False),
         diffusion=DiffusionConfig(target="residual", residual_scale=4.0, prediction="v", loss="l1"),
-        data=DataConfig(scale=4, crop_size=32),
-        train=TrainConfig(steps=2000, batch_size=8, lr=3e-4, warmup_steps=100, ema_decay=0.995, log_every=20,
-                          sample_every=500, checkpoint_every=100, sample_steps=20),
+        data=DataConfig(scale=4, crop_size=64, downscale_max=4.0),
+        train=TrainConfig(steps=5000, batch_size=16, lr=3e-4, warmup_steps=200, ema_decay=0.999, log_every=50,
+                          sample_every=1000, checkpoint_every=250, sample_steps=20),
     ),
     "faces-16-128": Config(
         model=UNetConfig(base_channels=128, channel_mult=(1, 2, 4, 8, 8), num_res_blocks=3, attention_levels=(3,),

@@ -101,7 +101,7 @@ def open_dataset(config: Config, args: argparse.Namespace):
         return dataset
     if args.lr_data:
         return PairedFolderDataset(args.lr_data, args.data, d.scale, d.crop_size, d.hflip, d.vflip)
-    return ImageFolderDataset(args.data, d.crop_size, d.hflip, d.vflip)
+    return ImageFolderDataset(args.data, d.crop_size, d.hflip, d.vflip, d.downscale_max)
 
 
 def make_conditioning(batch, config: Config, generator: torch.Generator | None = None

@@ -55,6 +55,10 @@ def test_every_sampler_and_step_count_gives_4x_images_reproducibly(cli_model, in
     main(["upscale", str(inputs), "--model", str(cli_model), "--out", str(other), "--sampler", "dpmpp",
           "--steps", "20", "--seed", "4", "--no-progress"])
     assert digest(other / "a.png") != digest(tmp_path / "dpmpp20" / "a.png")
+    cooler = tmp_path / "cooler"
+    main(["upscale", str(inputs), "--model", str(cli_model), "--out", str(cooler), "--sampler", "dpmpp",
+          "--steps", "20", "--seed", "3", "--temperature", "0.5", "--no-progress"])
+    assert digest(cooler / "a.png") != digest(tmp_path / "dpmpp20" / "a.png")
 
 
 def test_batch_size_does_not_change_the_bytes(cli_model, tmp_path):
@@ -98,6 +102,8 @@ def test_user_errors_are_one_line_without_traceback(cli_model, inputs, tmp_path)
         "empty folder": (["train", "--preset", "tiny", "--data", str(tmp_path / "locked"), "--out", str(tmp_path / "t")],
                          "no usable images"),
         "no preset": (["train", "--data", str(inputs), "--out", str(tmp_path / "t")], "choose a model"),
+        "bad temperature": (["upscale", str(inputs / "a.png"), "--model", str(cli_model), "--temperature", "1.5"],
+                            "--temperature 1.5 is outside [0, 1]"),
     }
     if os.geteuid() != 0:  # root can write anywhere
         cases["unwritable out"] = (["upscale", str(inputs / "a.png"), "--model", str(cli_model), "--out",

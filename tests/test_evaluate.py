@@ -158,16 +158,16 @@ def test_odd_tiny_grey_and_corrupt_images_do_not_stop_the_run(tmp_path):
 
 
 class FakePipe:
-    """Stands in for sr3.load(): bicubic plus noise that shrinks with the number of steps."""
+    """Stands in for sr3.load(): bicubic plus noise that shrinks with the number of steps and the temperature."""
 
     def __init__(self, scale=2, objective="diffusion"):
         self.scale = scale
         self.config = SimpleNamespace(objective=objective)
 
-    def upscale(self, img, *, sampler, steps, seed):
+    def upscale(self, img, *, sampler, steps, seed, temperature=1.0):
         up = np.asarray(evaluate.bicubic_upscale(img, self.scale), dtype=np.float64)
         rng = np.random.default_rng(seed)
-        noise = rng.normal(0, 20.0 / steps * (2 if sampler == "ddpm" else 1), up.shape)
+        noise = temperature * rng.normal(0, 20.0 / steps * (2 if sampler == "ddpm" else 1), up.shape)
         return Image.fromarray(np.clip(up + noise, 0, 255).round().astype(np.uint8))
 
 
@@ -192,6 +192,24 @@ def test_diffusion_and_regression_methods_and_step_curves(tmp_path, monkeypatch)
         evaluate.make_method("regression", _args(), pipe=FakePipe())
     with pytest.raises(UserError, match="pass --model"):
         evaluate.evaluate(_args(data=hr, out=tmp_path / "o2", methods="sr3"))
+
+
+def test_temperatures_give_one_row_each_and_resume_refuses_other_sampling(tmp_path, monkeypatch):
+    monkeypatch.setattr(sr3, "load", lambda path: FakePipe(), raising=False)
+    hr = _hr_folder(tmp_path, 2)
+    out = tmp_path / "o"
+    summary = evaluate.evaluate(_args(data=hr, out=out, methods="bicubic,sr3", model=tmp_path / "diff", steps=2,
+                                      temperature="0,0.5,1"))
+    assert set(summary["methods"]) == {"bicubic", "sr3@t0", "sr3@t0.5", "sr3@t1"}
+    psnr = {k: v["metrics"]["psnr_rgb"]["mean"] for k, v in summary["methods"].items()}
+    assert psnr["sr3@t0"] == pytest.approx(psnr["bicubic"])  # no noise at all: the fake's mean, bicubic
+    assert psnr["sr3@t0"] > psnr["sr3@t0.5"] > psnr["sr3@t1"]
+    assert summary["methods"]["sr3@t0.5"]["temperature"] == 0.5
+    with pytest.raises(UserError, match=r"sr3@t0 rows were sampled with \['ddim', 2, 0.0\].*not \['ddim', 5, 0.0\]"):
+        evaluate.evaluate(_args(data=hr, out=out, methods="sr3", model=tmp_path / "diff", steps=5,
+                                temperature="0,0.5,1"))
+    with pytest.raises(UserError, match="outside"):
+        evaluate.evaluate(_args(data=hr, out=tmp_path / "o2", methods="sr3", model=tmp_path / "d", temperature="2"))
 
 
 def test_make_method_for_the_upscale_cli(bank):

@@ -64,6 +64,17 @@ def test_consistency_of_a_perfect_downsample_is_zero():
     assert metrics.consistency(hr + 0.02, downsample(hr, 4), 4).item() == pytest.approx((255 * 0.02) ** 2, rel=1e-4)
 
 
+def test_colour_shift_reads_a_cast_in_grey_levels():
+    hr = _image(32, 24)
+    assert metrics.colour_shift(hr, downsample(hr, 4), 4).item() == pytest.approx(0.0, abs=1e-4)
+    tinted = hr.clone()
+    tinted[:, 2] += 0.02  # blue raised by 0.02 -> 5.1 grey levels; red and green untouched
+    assert metrics.colour_shift(tinted, downsample(hr, 4), 4).item() == pytest.approx(255 * 0.02, rel=1e-4)
+    # Zero-mean detail (a checkerboard) is not a colour cast.
+    checker = ((torch.arange(32)[:, None] + torch.arange(24)[None]) % 2).float().mul(0.04).sub(0.02)
+    assert metrics.colour_shift(hr + checker, downsample(hr, 4), 4).item() == pytest.approx(0.0, abs=1e-3)
+
+
 def test_fidelity_metrics_keys():
     hr = _image(32, 32)
     m = metrics.fidelity_metrics(hr[0], hr[0], downsample(hr, 2)[0], 2)

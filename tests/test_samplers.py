@@ -57,3 +57,18 @@ def test_per_sample_noise_does_not_depend_on_batch():
     together = PerSampleNoise([5, 6, 7])(like)
     alone = PerSampleNoise([6])(like[:1])
     assert torch.equal(together[1], alone[0])
+
+
+def test_temperature_scales_every_draw_and_the_spread_of_ddim_samples():
+    like = torch.empty(2, 3, 4, 4)
+    assert torch.equal(PerSampleNoise([5, 6], temperature=0.5)(like), 0.5 * PerSampleNoise([5, 6])(like))
+    # For N(mean, std^2) data, deterministic DDIM maps the starting noise linearly onto the data, so noise of
+    # temperature t gives samples of spread t * std around the same mean.
+    mean, std, n = 0.3, 0.2, 20000
+    gammas = inference_gammas(200, "logsnr", DiffusionConfig())
+    for temperature in (0.5, 0.8):
+        noise = PerSampleNoise([0], temperature)
+        x = noise(torch.empty(1, n, 1, 1, dtype=torch.float64))
+        out = sample_ddim(gaussian_denoiser(mean, std), x, gammas, noise)
+        assert abs(float(out.mean()) - mean) < 0.01
+        assert abs(float(out.std()) - temperature * std) < 0.005, temperature

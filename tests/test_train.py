@@ -1,10 +1,14 @@
 import dataclasses
 
+import numpy as np
+import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 
 from sr3.data import ImageFolderDataset, make_sr_pair
 from sr3.diffusion import Conditioning
+from sr3.errors import UserError
 from sr3.losses import diffusion_loss
 from sr3.schedules import training_gammas
 from sr3.train import step_generator, train
@@ -69,3 +73,22 @@ def test_regression_objective_trains(image_folder, tmp_path):
     lr = torch.rand(1, 3, 8, 8) * 2 - 1
     # a regression model is deterministic: sampler, steps and seed do not matter
     assert torch.equal(pipe.upscale_tensor(lr, seed=0), pipe.upscale_tensor(lr, sampler="ddpm", steps=3, seed=5))
+
+
+def test_downscaled_crops_show_the_photo_at_smaller_scales(tmp_path):
+    """data.downscale_max: a horizontal ramp of 1 grey level per pixel, cropped after shrinking by f in [1, 4],
+    rises f levels per pixel; f = 1 crops keep the native slope."""
+    ramp = np.tile(np.arange(256, dtype=np.uint8), (256, 1))
+    Image.fromarray(np.stack([ramp] * 3, axis=-1)).save(tmp_path / "ramp.png")
+
+    def slopes(downscale_max):
+        batch = ImageFolderDataset(tmp_path, 32, hflip=False, downscale_max=downscale_max).sample(
+            64, torch.Generator().manual_seed(0))
+        pixels = (batch.hr[:, 0, 16, 4:28] + 1) * 127.5  # a middle row, away from the resize borders
+        return (pixels[:, -1] - pixels[:, 0]) / 23
+    native, shrunk = slopes(1.0), slopes(4.0)
+    assert torch.allclose(native, torch.ones(64), atol=1e-4)
+    assert shrunk.min() >= 0.95 and shrunk.max() <= 4.05
+    assert (shrunk > 2).float().mean() > 0.3  # log-uniform on [1, 4]: half the crops are shrunk more than 2x
+    with pytest.raises(UserError, match="downscale_max"):
+        ImageFolderDataset(tmp_path, 32, downscale_max=0.5)

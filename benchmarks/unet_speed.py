@@ -7,6 +7,10 @@ torch's FlopCounterMode, the achieved GFLOP/s, and the fraction of a matmul peak
 measured in the same run with the same dtype and thread count.
 
     python benchmarks/unet_speed.py --presets tiny,cpu-4x --sizes 64,128,256 --repeats 3 --batch 2
+
+``--compile 256`` adds, per preset and listed size, the forward pass of ``torch.compile(model)``
+(inductor, default mode) in each dtype, with its compile time, to see whether compiling
+pays off for sampling.
 """
 
 from __future__ import annotations
@@ -82,6 +86,26 @@ def bench(preset: str, size: int, dtype: torch.dtype, repeats: int, batch: int) 
             "train_images_per_s": batch / train_s, "train_gflop_per_s": train_flops / train_s / 1e9}
 
 
+def bench_compiled(preset: str, size: int, dtype: torch.dtype, repeats: int) -> dict:
+    """Forward seconds of the eager and the torch.compile'd model, same inputs, same run."""
+    torch.manual_seed(0)
+    model = UNet(PRESETS[preset].model).eval()
+    x = torch.randn(1, 3, size, size).contiguous(memory_format=torch.channels_last)
+    lr_up, gamma = torch.randn_like(x), torch.rand(1)
+    compiled = torch.compile(model)
+
+    def run(net):
+        with torch.inference_mode(), autocast(dtype):
+            net(x, gamma, lr_up)
+    t = time.perf_counter()
+    run(compiled)  # compiles
+    compile_s = time.perf_counter() - t
+    eager_s, compiled_s = median_seconds(lambda: run(model), repeats), median_seconds(lambda: run(compiled), repeats)
+    return {"preset": preset, "size": size, "dtype": str(dtype).replace("torch.", ""), "compile_seconds": compile_s,
+            "eager_forward_seconds": eager_s, "compiled_forward_seconds": compiled_s,
+            "compiled_speedup": eager_s / compiled_s}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--presets", default="tiny,cpu-4x")
@@ -92,6 +116,8 @@ def main() -> None:
     p.add_argument("--matmul-size", type=int, default=1024, help="n of the n x n matmul that measures the peak")
     p.add_argument("--bf16-max-size", type=int, default=64,
                    help="largest image size run in bf16 (bf16 is very slow on CPUs without bf16 kernels)")
+    p.add_argument("--compile", default="", help="comma list of sizes at which to also time torch.compile'd "
+                   "forward passes (compiling takes a minute per size and dtype)")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "unet_speed.json")
     args = p.parse_args()
     dtypes = [getattr(torch, d) for d in args.dtypes.split(",")]
@@ -107,9 +133,17 @@ def main() -> None:
                 row["train_fraction_of_matmul_peak"] = row["train_gflop_per_s"] / peaks[row["dtype"]]
                 rows.append(row)
                 print(json.dumps(row), flush=True)
+    compiled_rows = []
+    if args.compile:
+        for preset in args.presets.split(","):
+            for size in map(int, args.compile.split(",")):
+                for dtype in dtypes:
+                    compiled_rows.append(bench_compiled(preset, size, dtype, args.repeats))
+                    print(json.dumps(compiled_rows[-1]), flush=True)
     result = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
               "torch": torch.__version__, "onednn_bf16": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
-              "matmul_peak_gflop_per_s": peaks, "repeats": args.repeats, "results": rows}
+              "matmul_peak_gflop_per_s": peaks, "repeats": args.repeats, "results": rows,
+              "compiled": compiled_rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(json.dumps({"matmul_peak_gflop_per_s": peaks, "written": str(args.out)}))

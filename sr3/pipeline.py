@@ -161,7 +161,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--eta", type=float, default=0.0, help="DDIM stochasticity in [0, 1]")
     p.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE,
                    help="scale of the sampling noise in [0, 1]: 1 = full generated detail, lower = closer to the "
-                   f"model's mean prediction (higher PSNR, less texture); default {DEFAULT_TEMPERATURE}")
+                   f"model's mean prediction (higher PSNR, less texture); default {DEFAULT_TEMPERATURE}; "
+                   "--cascade stages use their cascade.json settings instead")
     p.add_argument("--seed", type=int, default=0, help="image k of the run uses seed + k")
     p.add_argument("--batch-size", type=int, default=1, help="images per forward pass (same-size images)")
     p.add_argument("--tile", type=int, default=DEFAULT_TILE, help="run the network on overlapping tiles of this "

@@ -145,9 +145,9 @@ def make_method(name: str, args: argparse.Namespace | None = None, *, scale: int
         sampler_ = pick(sampler, "sampler", DEFAULT_SAMPLER)
         steps_ = int(pick(steps, "steps", DEFAULT_STEPS))
         seed_ = int(pick(seed, "seed", 0))
-        return Method("sr3", "sr3", pipe.scale,
-                      lambda img: pipe.upscale(img, sampler=sampler_, steps=steps_, seed=seed_, temperature=temperature),
-                      sampler=sampler_, steps=steps_, temperature=temperature)
+        def sample(img):
+            return pipe.upscale(img, sampler=sampler_, steps=steps_, seed=seed_, temperature=temperature)
+        return Method("sr3", "sr3", pipe.scale, sample, sampler=sampler_, steps=steps_, temperature=temperature)
     raise UserError(f"unknown method {name!r}; choose from {', '.join(METHOD_NAMES)}")
 
 

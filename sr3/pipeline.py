@@ -84,7 +84,8 @@ class SRPipeline:
 
     def upscale_tensor(self, lr: torch.Tensor, *, sampler: str = DEFAULT_SAMPLER, steps: int = DEFAULT_STEPS,
                        seed: int | list[int] = 0, schedule: str | None = None, eta: float = 0.0,
-                       temperature: float = DEFAULT_TEMPERATURE, tile: int | None = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
+                       temperature: float = DEFAULT_TEMPERATURE, tile: int | None = DEFAULT_TILE,
+                       overlap: int = DEFAULT_OVERLAP,
                        progress=None) -> torch.Tensor:
         """[B, 3, h, w] in [-1, 1] -> [B, 3, h*scale, w*scale]; seed may be one int (image k gets seed + k)
         or a list with one seed per image.  ``tile``/``overlap`` in output pixels (tile None = untiled)."""

@@ -53,8 +53,9 @@ def print_gains(metrics_json: Path, reference: str, keys: list[str]) -> None:
     for r in rows:
         by_method.setdefault(r["method"], {})[r["image"]] = r
     base = by_method[reference]
-    print(f"| method | n | " + " | ".join(f"{LABELS.get(k, k)} minus {reference}" for k in keys) + " |")
-    print("|---|---:|" + "---:|" * len(keys))
+    print(f"| method | n | " + " | ".join(f"{LABELS.get(k, k)} minus {reference}" for k in keys)
+          + f" | images where {keys[0]} is higher |")
+    print("|---|---:|" + "---:|" * (len(keys) + 1))
     for name, mine in by_method.items():
         if name == reference:
             continue
@@ -63,7 +64,8 @@ def print_gains(metrics_json: Path, reference: str, keys: list[str]) -> None:
         for k in keys:
             mean, lo, hi = bootstrap_ci([mine[i][k] - base[i][k] for i in images], seed=0)
             cells.append(f"{mean:+.2f} [{lo:+.2f}, {hi:+.2f}]")
-        print(f"| {name} | {len(images)} | " + " | ".join(cells) + " |")
+        higher = sum(mine[i][keys[0]] > base[i][keys[0]] for i in images)
+        print(f"| {name} | {len(images)} | " + " | ".join(cells) + f" | {higher} of {len(images)} |")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from sr3.evaluate import image_file
+
 COLUMNS = "lr,bicubic,raisr,regression,sr3,hr"
 
 
@@ -35,8 +37,7 @@ def main() -> None:
     for i, name in enumerate(names):
         hr = Image.open(args.hr / name).convert("RGB")
         for j, col in enumerate(columns):
-            folder = col.replace("@", "_at_")  # as sr3.evaluate.image_file names it
-            img = hr if col == "hr" else Image.open(args.eval / "images" / folder / name).convert("RGB")
+            img = hr if col == "hr" else Image.open(image_file(args.eval, col, name)).convert("RGB")
             if col == "lr":
                 img = img.resize(hr.size, Image.NEAREST)
             left, top = (img.width - c) // 2, (img.height - c) // 2

@@ -36,6 +36,7 @@ from sr3.config import UNetConfig
 from sr3.diffusion import bf16_is_fast
 from sr3.pipeline import DEFAULT_SAMPLER, DEFAULT_STEPS, DEFAULT_TILE
 from sr3.unet import UNet, count_parameters
+from unet_speed import matmul_peak  # the same peak measurement as the U-Net benchmark (this folder)
 
 MEMORY_CHILD = """
 import resource, sys, torch, sr3
@@ -54,12 +55,6 @@ def median_seconds(fn, repeats: int) -> tuple[float, list[float]]:
         fn()
         times.append(time.perf_counter() - t)
     return statistics.median(times), times
-
-
-def matmul_peak(repeats: int, dtype: torch.dtype, n: int = 2048) -> float:
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b
-    return 2 * n ** 3 / median_seconds(lambda: a @ b, repeats)[0] / 1e9
 
 
 # The 16->128 U-Net of the popular unofficial SR3 implementation (its default config:
@@ -106,7 +101,7 @@ def main() -> None:
         with FlopCounterMode(display=False) as counter:
             upscale(lr, steps=1)
         flops = counter.get_total_flops() * DEFAULT_STEPS
-        peak = matmul_peak(args.repeats, dtype)
+        peak = matmul_peak(dtype, args.repeats, n=2048)
         result["by_dtype"][str(dtype).replace("torch.", "")] = {
             "seconds_256_to_1024": seconds, "runs": times, "seconds_per_output_megapixel": seconds / (1024 * 1024 / 1e6),
             "seconds_32_to_128": small, "gflop": flops / 1e9, "achieved_gflop_per_s": flops / seconds / 1e9,

@@ -36,7 +36,7 @@ from .degradation import crop_to_multiple, downsample, upsample
 from .errors import UserError
 from .imageio import (ImageConversionWarning, atomic_write_text, list_images, load_image, pil_to_tensor, save_image,
                       tensor_to_pil)
-from .pipeline import DEFAULT_SAMPLER, DEFAULT_STEPS, DEFAULT_TEMPERATURE
+from .pipeline import DEFAULT_SAMPLER, DEFAULT_STEPS, DEFAULT_TEMPERATURE, check_temperature
 from .samplers import SAMPLERS as _SAMPLER_FUNCTIONS
 
 METHOD_NAMES = ("bicubic", "raisr", "regression", "sr3")
@@ -351,10 +351,8 @@ def build_methods(args: argparse.Namespace) -> tuple[list[Method], list[Method]]
     for n in names:
         if n not in METHOD_NAMES:
             raise UserError(f"--methods: unknown method {n!r}; choose from {', '.join(METHOD_NAMES)}")
-    temperatures = _parse_list(getattr(args, "temperature", None), float) or [DEFAULT_TEMPERATURE]
-    for t in temperatures:
-        if not 0 <= t <= 1:
-            raise UserError(f"--temperature: {t} is outside [0, 1]")
+    temperatures = [check_temperature(t) for t in _parse_list(getattr(args, "temperature", None), float)]
+    temperatures = temperatures or [DEFAULT_TEMPERATURE]
     pipe = None
     methods = []
     for n in dict.fromkeys(names):

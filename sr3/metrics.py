@@ -149,6 +149,15 @@ def ms_ssim(pred: torch.Tensor, target: torch.Tensor, *, border: int = 0) -> tor
         normalize="relu", reduction="none")
 
 
+def _downsampled_output_and_input(sr: torch.Tensor, lr: torch.Tensor, scale: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(downsample(sr, scale), lr), both [B, 3, h, w] on [0, 255]; shapes must agree."""
+    sr, lr = _batch(sr), _batch(lr)
+    down = downsample(sr * 255.0, scale)
+    if down.shape != lr.shape:
+        raise ValueError(f"downsampled output {tuple(down.shape)} does not match LR input {tuple(lr.shape)}")
+    return down, lr * 255.0
+
+
 def consistency(sr: torch.Tensor, lr: torch.Tensor, scale: int) -> torch.Tensor:
     """SR3's consistency: per-image MSE between ``downsample(sr, scale)`` and ``lr`` on [0, 255].
 
@@ -156,11 +165,8 @@ def consistency(sr: torch.Tensor, lr: torch.Tensor, scale: int) -> torch.Tensor:
     ``lr``: the low-resolution input it was made from, [B, 3, H/scale, W/scale] in [0, 1].
     0 means the output explains its input exactly (Saharia et al. 2021, Sec. 4.2).
     """
-    sr, lr = _batch(sr), _batch(lr)
-    down = downsample(sr * 255.0, scale)
-    if down.shape != lr.shape:
-        raise ValueError(f"downsampled output {tuple(down.shape)} does not match LR input {tuple(lr.shape)}")
-    return ((down - lr * 255.0) ** 2).mean(dim=(1, 2, 3))
+    down, lr = _downsampled_output_and_input(sr, lr, scale)
+    return ((down - lr) ** 2).mean(dim=(1, 2, 3))
 
 
 def colour_shift(sr: torch.Tensor, lr: torch.Tensor, scale: int) -> torch.Tensor:
@@ -171,11 +177,8 @@ def colour_shift(sr: torch.Tensor, lr: torch.Tensor, scale: int) -> torch.Tensor
     report from diffusion SR (a tinted or brightened result), in units one can read: 2 means one
     channel's mean moved by 2 of 255 levels.
     """
-    sr, lr = _batch(sr), _batch(lr)
-    down = downsample(sr * 255.0, scale)
-    if down.shape != lr.shape:
-        raise ValueError(f"downsampled output {tuple(down.shape)} does not match LR input {tuple(lr.shape)}")
-    return (down.mean(dim=(2, 3)) - lr.mean(dim=(2, 3)) * 255.0).abs().amax(dim=1)
+    down, lr = _downsampled_output_and_input(sr, lr, scale)
+    return (down.mean(dim=(2, 3)) - lr.mean(dim=(2, 3))).abs().amax(dim=1)
 
 
 def fidelity_metrics(sr: torch.Tensor, hr: torch.Tensor, lr: torch.Tensor, scale: int) -> dict[str, float]:

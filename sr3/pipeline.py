@@ -38,6 +38,13 @@ DEFAULT_REGRESSION_DIR = Path(__file__).parent / "weights" / "regression-4x"
 DEFAULT_TILE, DEFAULT_OVERLAP = 256, 32
 
 
+def check_temperature(temperature: float) -> float:
+    """A user's --temperature must lie in [0, 1]; returns it, or raises a one-line UserError."""
+    if not 0 <= temperature <= 1:
+        raise UserError(f"--temperature {temperature:g} is outside [0, 1]")
+    return temperature
+
+
 def sample_images(model: torch.nn.Module, config: Config, cond: Conditioning, shape, *, sampler: str = DEFAULT_SAMPLER,
                   steps: int = DEFAULT_STEPS, seeds: list[int], device="cpu", schedule: str | None = None,
                   eta: float = 0.0, temperature: float = DEFAULT_TEMPERATURE, bf16: bool = True,
@@ -189,8 +196,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--steps must be >= 1")
     if args.batch_size < 1:
         raise UserError("--batch-size must be >= 1")
-    if not 0 <= args.temperature <= 1:
-        raise UserError(f"--temperature {args.temperature} is outside [0, 1]")
+    check_temperature(args.temperature)
     upscale_batch = make_upscaler(args)
     failures = 0
     bar = tqdm(total=len(paths), unit="img", disable=args.no_progress, file=sys.stderr, position=0)

@@ -17,14 +17,14 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save, save_file
+from safetensors.torch import load_file, save
 
-from .config import Config
+from .config import Config, SamplingConfig, from_dict, read_json
 from .errors import UserError
-from .imageio import atomic_write_bytes, atomic_write_text
+from .atomic import atomic_write_bytes, atomic_write_text, write_json
 from .unet import UNet
 
-CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
+CONFIG_FILE, WEIGHTS_FILE, SAMPLING_FILE = "config.json", "model.safetensors", "sampling.json"
 
 
 def resolve_model_dir(path: str | Path) -> Path:
@@ -48,7 +48,7 @@ def save_model_dir(path: str | Path, model: torch.nn.Module, config: Config, dty
     _atomic_save_tensors(tensors, path / WEIGHTS_FILE, {"format": "pt"})
     atomic_write_text(path / CONFIG_FILE, config.to_json())
     for name, content in (extra_files or {}).items():
-        atomic_write_text(path / name, json.dumps(content, indent=2))
+        write_json(path / name, content)
     return path
 
 
@@ -74,6 +74,14 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> tupl
     return model.to(device).eval(), config
 
 
+def load_sampling_defaults(path: str | Path) -> SamplingConfig:
+    """The model's default sampling settings: ``sampling.json`` in its directory, else SamplingConfig()."""
+    file = resolve_model_dir(path) / SAMPLING_FILE
+    if not file.exists():
+        return SamplingConfig()
+    return from_dict(SamplingConfig, read_json(file, SAMPLING_FILE), str(file))
+
+
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:
     if not path.exists():
         raise UserError(f"{path}: weights file missing; the model directory is incomplete")
@@ -95,11 +103,13 @@ def save_training_checkpoint(out: Path, model: torch.nn.Module, ema: torch.nn.Mo
     final, tmp, old = out / "checkpoint", out / ".checkpoint.tmp", out / ".checkpoint.old"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp / "raw.safetensors"))
-    save_file({k: v.detach().cpu().contiguous() for k, v in ema.state_dict().items()}, str(tmp / "ema.safetensors"))
-    save_file(_flatten_optimizer(optimizer), str(tmp / "optimizer.safetensors"))
-    (tmp / CONFIG_FILE).write_text(config.to_json())
-    (tmp / "state.json").write_text(json.dumps({"step": step}))
+    _atomic_save_tensors({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+                         tmp / "raw.safetensors")
+    _atomic_save_tensors({k: v.detach().cpu().contiguous() for k, v in ema.state_dict().items()},
+                         tmp / "ema.safetensors")
+    _atomic_save_tensors(_flatten_optimizer(optimizer), tmp / "optimizer.safetensors")
+    atomic_write_text(tmp / CONFIG_FILE, config.to_json())
+    write_json(tmp / "state.json", {"step": step})
     shutil.rmtree(old, ignore_errors=True)
     if final.exists():
         os.replace(final, old)

@@ -1,40 +1,28 @@
 """The ``sr3`` command line.
 
-Each sub-command lives beside the code it drives and registers itself with
-``add_parser(subparsers)``; this file only collects them and turns a
-:class:`~sr3.errors.UserError` into one line on stderr and exit status 2.
+Each sub-command lives in :mod:`sr3.commands` (the study's in :mod:`sr3.study.cli`)
+and registers itself with ``add_parser(subparsers)``; this file only collects them
+and turns a :class:`~sr3.errors.UserError` into one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 import warnings
 
+from .commands import evaluate, generate, sweep, train, upscale
 from .errors import UserError
+from .study import cli as study
 
-# Modules that provide a sub-command (each defines add_parser(subparsers)).
-COMMAND_MODULES = [
-    "sr3.train",        # sr3 train
-    "sr3.pipeline",     # sr3 upscale
-    "sr3.evaluate",     # sr3 evaluate
-    "sr3.cascade",      # sr3 generate, sr3 sweep
-    "sr3.study.cli",    # sr3 study create|serve|report
-]
+COMMANDS = (train, upscale, evaluate, generate, sweep, study)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sr3", description="Diffusion super-resolution (SR3) and cascades (CDM).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name == name:  # sub-command not built yet
-                continue
-            raise
-        module.add_parser(sub)
+    for command in COMMANDS:
+        command.add_parser(sub)
     return parser
 
 

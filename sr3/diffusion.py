@@ -1,29 +1,34 @@
 """The denoiser contract shared by training and sampling.
 
-Everything that turns a network output into an estimate of the clean image lives
-here, once:
+Everything that turns a network output into an estimate of the clean image, or a
+clean image into a training target, lives here, once:
 
 * :func:`add_noise` is SR3's forward process (Eq. 4);
-* :func:`network_target` is what the network is trained to output (eps or v);
-* :func:`predicted_x0` inverts it, given the noisy input;
-* :func:`network_output` is *the* call of the U-Net with its conditioning, used by
-  the training loss and by :class:`Denoiser` alike;
-* :class:`Denoiser` binds a model and its conditioning into ``D(x, gamma) -> x0_hat``,
-  the only thing samplers ever see.  The LR image and class label are conditioning,
-  bound here, never special cases inside a sampler.
+* :data:`PARAMETERIZATIONS` holds, for each ``prediction`` (eps / v / x0), the
+  training target and its inverse side by side, so they cannot drift apart;
+* :func:`to_diffusion_space` / :func:`from_diffusion_space`: what is noised, the HR
+  image (SR3) or the scaled residual HR - bicubic(LR);
+* :class:`Denoiser` binds a model and its conditioning.  ``D(x, gamma) -> x0_hat``
+  is the only thing samplers see, and ``D.loss(hr, ...)`` is the only thing the
+  training loop calls.  :class:`RegressionDenoiser` is SR3's regression baseline
+  as an adapter of the same contract.  :func:`make_denoiser` picks the class from
+  ``DiffusionConfig.objective`` (the one place an objective is looked up).
 
-"Diffusion space" is what is noised: the HR image (SR3), or the scaled residual
-HR - bicubic(LR) when ``DiffusionConfig.target == "residual"``.
+The LR image and class label are conditioning (:class:`Conditioning`), bound here,
+never special cases inside a sampler or the training loop.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import torch
+import torch.nn.functional as F
 
 from .config import DiffusionConfig
+from .schedules import sample_training_gammas
 
 
 @dataclass(frozen=True)
@@ -61,30 +66,50 @@ def add_noise(x0: torch.Tensor, gamma: torch.Tensor, eps: torch.Tensor) -> torch
     return g.sqrt() * x0 + (1 - g).sqrt() * eps
 
 
-def network_target(x0: torch.Tensor, eps: torch.Tensor, gamma: torch.Tensor, prediction: str) -> torch.Tensor:
-    """The training target: eps (SR3, Eq. 6) or v = sqrt(g) eps - sqrt(1-g) x0."""
-    if prediction == "eps":
+# ------------------------------------------------------------ parameterisations
+class EpsPrediction:
+    """The network predicts the noise (SR3 Eq. 6; DDPM)."""
+
+    @staticmethod
+    def target(x0, eps, g):
         return eps
-    if prediction == "v":
-        g = _bcast(gamma, x0)
-        return g.sqrt() * eps - (1 - g).sqrt() * x0
-    raise ValueError(f"unknown prediction {prediction!r}")
 
-
-def predicted_x0(output: torch.Tensor, x_noisy: torch.Tensor, gamma: torch.Tensor, prediction: str) -> torch.Tensor:
-    """Invert :func:`network_target`: the clean-image estimate from the network output.
-
-    eps: x0 = (y~ - sqrt(1-g) eps) / sqrt(g)  (SR3 Eq. 8, the term inside the mean)
-    v:   x0 = sqrt(g) y~ - sqrt(1-g) v
-    """
-    g = _bcast(gamma, x_noisy)
-    if prediction == "eps":
+    @staticmethod
+    def x0(output, x_noisy, g):
+        # y0 = (y~ - sqrt(1-g) eps) / sqrt(g): SR3 Eq. 8, the term inside the mean
         return (x_noisy - (1 - g).sqrt() * output) / g.sqrt()
-    if prediction == "v":
+
+
+class VPrediction:
+    """The network predicts v = sqrt(g) eps - sqrt(1-g) x0 (Salimans & Ho 2022, Sec. 4)."""
+
+    @staticmethod
+    def target(x0, eps, g):
+        return g.sqrt() * eps - (1 - g).sqrt() * x0
+
+    @staticmethod
+    def x0(output, x_noisy, g):
+        # sqrt(g) y~ - sqrt(1-g) v = g x0 + (1-g) x0 (the eps terms cancel)
         return g.sqrt() * x_noisy - (1 - g).sqrt() * output
-    raise ValueError(f"unknown prediction {prediction!r}")
 
 
+class X0Prediction:
+    """The network predicts the clean signal itself."""
+
+    @staticmethod
+    def target(x0, eps, g):
+        return x0
+
+    @staticmethod
+    def x0(output, x_noisy, g):
+        return output
+
+
+PARAMETERIZATIONS = {"eps": EpsPrediction, "v": VPrediction, "x0": X0Prediction}
+"""DiffusionConfig.prediction -> its (target, inverse) pair."""
+
+
+# ------------------------------------------------------------ the network call
 def bf16_is_fast(device: torch.device | str) -> bool:
     """Whether bf16 autocast can speed up this device.
 
@@ -134,47 +159,108 @@ def from_diffusion_space(x0: torch.Tensor, cond: Conditioning, config: Diffusion
     return x0
 
 
+def distance(pred: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
+    """Mean L1 or L2 distance (SR3 Eq. 6 with p = 1 or 2)."""
+    return F.l1_loss(pred, target) if kind == "l1" else F.mse_loss(pred, target)
+
+
+# ------------------------------------------------------------ denoisers
 class Denoiser:
-    """D(x, gamma) -> x0_hat for a model with its conditioning bound (k-diffusion style).
+    """SR3's diffusion denoiser: ``D(x, gamma) -> x0_hat`` and ``D.loss(hr, ...)``, with a
+    model and its conditioning bound (k-diffusion's ``Denoiser``).
 
     ``gamma`` is a [B] tensor or a float.  The estimate is clipped so the *image* it
     implies stays in [-1, 1] (SR3 clips y0 in its sampler; in residual space the
     bounds move with the LR image).
 
-    ``batch_invariant``: run the network one image at a time.  Convolution kernels
-    round differently for different batch sizes (last-bit differences that sampling
-    amplifies), so this is what makes image k bit-identical whatever the batch size;
-    on a CPU it costs little because one image already fills the cores.
+    batched: False runs the network one image at a time.  Convolution kernels round
+        differently for different batch sizes (last-bit differences that sampling
+        amplifies), so per-image evaluation is what makes image k bit-identical
+        whatever the batch size; on a CPU it costs little because one image already
+        fills the cores.  True: one forward pass per batch (GPUs).
+    on_evaluation: called with no argument once per network evaluation (one call of
+        this denoiser, whatever the batch size), e.g. a progress bar's tick.
     """
 
-    def __init__(self, model: torch.nn.Module, config: DiffusionConfig, cond: Conditioning,
-                 bf16: bool = False, clip: bool = True, batch_invariant: bool = True):
+    def __init__(self, model: torch.nn.Module, config: DiffusionConfig, cond: Conditioning, *,
+                 bf16: bool = False, clip: bool = True, batched: bool = False,
+                 on_evaluation: Callable[[], None] | None = None):
         self.model, self.config, self.cond, self.bf16, self.clip = model, config, cond, bf16, clip
-        self.batch_invariant = batch_invariant
-        self.evaluations = 0  # number of network evaluations (NFE), for benchmarks
+        self.batched, self.on_evaluation = batched, on_evaluation
+        self.parameterization = PARAMETERIZATIONS[config.prediction]
 
     def crop(self, window: tuple[slice, ...]) -> "Denoiser":
         """The same denoiser with spatial conditioning cropped to ``window`` (for tiling)."""
         lr = self.cond.lr_upsampled
         cond = self.cond if lr is None else self.cond.with_lr(lr[window])
-        return Denoiser(self.model, self.config, cond, self.bf16, self.clip, self.batch_invariant)
+        return type(self)(self.model, self.config, cond, bf16=self.bf16, clip=self.clip, batched=self.batched,
+                          on_evaluation=self.on_evaluation)
+
+    def noise_levels(self, gammas: torch.Tensor) -> torch.Tensor:
+        """The levels a sampler should visit, given a schedule (all of them for diffusion)."""
+        return gammas
+
+    def to_image(self, x0: torch.Tensor) -> torch.Tensor:
+        """A clean sample in diffusion space -> image in [-1, 1]."""
+        return from_diffusion_space(x0, self.cond, self.config).clamp(-1, 1)
+
+    def network(self, x: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+        """The raw network output for a batch, per image unless ``batched``."""
+        if self.batched or x.shape[0] == 1:
+            return network_output(self.model, x, gamma, self.cond, self.bf16)
+        return torch.cat([network_output(self.model, x[k:k + 1], gamma[k:k + 1], self.cond.index(slice(k, k + 1)),
+                                         self.bf16) for k in range(x.shape[0])])
+
+    def predict_x0(self, x: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+        """Unclipped clean-signal estimate in diffusion space."""
+        return self.parameterization.x0(self.network(x, gamma), x, _bcast(gamma, x))
 
     def __call__(self, x: torch.Tensor, gamma: torch.Tensor | float) -> torch.Tensor:
         gamma = torch.as_tensor(gamma, dtype=torch.float32, device=x.device).expand(x.shape[0])
-        self.evaluations += 1
-        if self.config.objective == "regression":
-            # the regression baseline sees only its conditioning: noise input and level fixed to zero
-            x, gamma = torch.zeros_like(x), torch.zeros_like(gamma)
-        if self.batch_invariant and x.shape[0] > 1:
-            out = torch.cat([network_output(self.model, x[k:k + 1], gamma[k:k + 1], self.cond.index(slice(k, k + 1)),
-                                            self.bf16) for k in range(x.shape[0])])
-        else:
-            out = network_output(self.model, x, gamma, self.cond, self.bf16)
-        if self.config.objective == "regression":
-            x0 = out
-        else:
-            x0 = predicted_x0(out, x, gamma, self.config.prediction)
+        x0 = self.predict_x0(x, gamma)
+        if self.on_evaluation is not None:
+            self.on_evaluation()
         if self.clip:
-            image = from_diffusion_space(x0, self.cond, self.config).clamp(-1, 1)
-            x0 = to_diffusion_space(image, self.cond, self.config)
+            x0 = to_diffusion_space(self.to_image(x0), self.cond, self.config)
         return x0
+
+    def loss(self, hr: torch.Tensor, train_gammas: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """SR3 Algorithm 1: pick gamma ~ p(gamma), noise the target, regress the network's
+        output onto the parameterisation's target (eps, v or x0).
+
+        hr: [B, C, H, W] in [-1, 1]; train_gammas: the training schedule [T+1];
+        generator: CPU generator for gamma and eps (seeded per step for exact resume).
+        """
+        x0 = to_diffusion_space(hr, self.cond, self.config)
+        gamma = sample_training_gammas(train_gammas, x0.shape[0], generator).to(x0.device)
+        eps = torch.randn(x0.shape, generator=generator).to(x0.device)
+        output = network_output(self.model, add_noise(x0, gamma, eps), gamma, self.cond, self.bf16)
+        target = self.parameterization.target(x0, eps, _bcast(gamma, x0))
+        return distance(output, target, self.config.loss)
+
+
+class RegressionDenoiser(Denoiser):
+    """SR3's regression baseline (Sec. 4.1) behind the same contract: the same U-Net sees
+    its conditioning with the noisy input and the noise level fixed to zero, and predicts
+    the target directly.  It ignores ``x`` and ``gamma``, so one evaluation is a sample."""
+
+    def noise_levels(self, gammas: torch.Tensor) -> torch.Tensor:
+        return gammas[[0, -1]]  # one step from pure noise to clean: a single network evaluation
+
+    def predict_x0(self, x: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+        return self.network(torch.zeros_like(x), torch.zeros_like(gamma))
+
+    def loss(self, hr: torch.Tensor, train_gammas: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        target = to_diffusion_space(hr, self.cond, self.config)
+        zeros = torch.zeros(target.shape[0], device=target.device)
+        output = network_output(self.model, torch.zeros_like(target), zeros, self.cond, self.bf16)  # batched
+        return distance(output, target, self.config.loss)
+
+
+DENOISERS: dict[str, type[Denoiser]] = {"diffusion": Denoiser, "regression": RegressionDenoiser}
+"""DiffusionConfig.objective -> its denoiser class.  A new objective is one entry here."""
+
+
+def make_denoiser(model: torch.nn.Module, config: DiffusionConfig, cond: Conditioning, **kwargs) -> Denoiser:
+    """The denoiser for ``config.objective`` (keyword arguments as in :class:`Denoiser`)."""
+    return DENOISERS[config.objective](model, config, cond, **kwargs)

@@ -10,21 +10,20 @@ there.  At the end ``metrics.json`` holds each method's means with 95% bootstrap
 confidence intervals (plus FID/KID/IS when a feature extractor is given) and
 ``report.html`` shows the table, image grids and step curves (:mod:`sr3.report`).
 
-A *method* is a named callable ``PIL image -> PIL image`` (:class:`Method`), built by
-:func:`make_method`; ``sr3 upscale --method bicubic|raisr`` uses the same factory.
+Methods are :class:`sr3.methods.Upscaler` objects from the one registry in
+:mod:`sr3.methods`; the ``sr3 evaluate`` command (sr3/commands/evaluate.py) builds them.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
+import dataclasses
 import importlib
 import json
 import math
 import sys
 import time
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,123 +31,18 @@ import torch
 from PIL import Image
 
 from . import metrics as M
-from .degradation import crop_to_multiple, downsample, upsample
+from . import report
+from .atomic import json_safe, write_json
+from .config import require
+from .degradation import crop_to_multiple, downsample
 from .errors import UserError
-from .imageio import (ImageConversionWarning, atomic_write_text, list_images, load_image, pil_to_tensor, save_image,
-                      tensor_to_pil)
-from .pipeline import DEFAULT_SAMPLER, DEFAULT_STEPS, DEFAULT_TEMPERATURE, check_temperature
-from .samplers import SAMPLERS as _SAMPLER_FUNCTIONS
+from .imageio import ImageConversionWarning, list_images, load_image, pil_to_tensor, save_image, tensor_to_pil
+from .methods import METHODS, Upscaler
 
-METHOD_NAMES = ("bicubic", "raisr", "regression", "sr3")
-SAMPLERS = tuple(sorted(_SAMPLER_FUNCTIONS))
 CSV_FIELDS = ["method", "image", "sampler", "steps", "height", "width", *M.FIDELITY_METRICS, "seconds"]
 MIN_LR_SIDE = 3
 """Smallest LR side (px) we evaluate; anything smaller is reported and skipped.  3 LR pixels
 leave at least ``scale`` HR pixels after the ``scale``-pixel border crop on each side."""
-
-
-# ----------------------------------------------------------------------------------------------
-# Methods
-# ----------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Method:
-    """A super-resolution method: ``method(lr_pil) -> sr_pil`` of size ``scale`` times the input.
-
-    ``name`` keys its rows in metrics.csv (``"sr3@ddim-20"`` for a step-curve point);
-    ``kind`` is one of :data:`METHOD_NAMES`; ``sampler``/``steps``/``temperature`` are set for diffusion.
-    """
-
-    name: str
-    kind: str
-    scale: int
-    upscale: Callable[[Image.Image], Image.Image]
-    sampler: str | None = None
-    steps: int | None = None
-    temperature: float | None = None
-
-    def __call__(self, img: Image.Image) -> Image.Image:
-        return self.upscale(img)
-
-
-def bicubic_upscale(img: Image.Image, scale: int) -> Image.Image:
-    """Bicubic upscaling with :func:`sr3.degradation.upsample` (the operator SR3 conditions on)."""
-    x = pil_to_tensor(img.convert("RGB"))[None]
-    return tensor_to_pil(upsample(x, scale)[0])
-
-
-def _objective(pipe) -> str:
-    cfg = pipe.config
-    return getattr(getattr(cfg, "diffusion", None), "objective", None) or getattr(cfg, "objective", "diffusion")
-
-
-def make_method(name: str, args: argparse.Namespace | None = None, *, scale: int | None = None,
-                model: str | Path | None = None, raisr_model: str | Path | None = None, sampler: str | None = None,
-                steps: int | None = None, seed: int | None = None, temperature: float = DEFAULT_TEMPERATURE,
-                pipe=None) -> Method:
-    """Build a :class:`Method` by name: ``bicubic``, ``raisr``, ``regression`` or ``sr3``.
-
-    Settings come from keyword arguments, else from ``args`` (an argparse namespace with
-    any of ``scale``, ``model``, ``raisr_model``, ``sampler``, ``steps``, ``seed``):
-
-    * ``scale``: 2, 3 or 4 for bicubic/raisr (models know their own; a mismatch is an error);
-    * ``raisr_model``: a RAISR filter-bank folder, default the shipped bank for ``scale``
-      (``model`` is used too when it holds a filter bank, for ``sr3 upscale --method raisr --model DIR``);
-    * ``model``: the model folder for ``sr3``/``regression`` (``pipe``: an already loaded pipeline);
-    * ``sampler``, ``steps``, ``seed``, ``temperature``: diffusion sampling (ignored by regression);
-      ``temperature`` comes only from the keyword (see :class:`sr3.samplers.PerSampleNoise`).
-    """
-    def pick(value, attr, default=None):
-        if value is not None:
-            return value
-        got = getattr(args, attr, None) if args is not None else None
-        return default if got is None else got
-
-    scale = pick(scale, "scale")
-    if name == "bicubic":
-        scale = int(scale or 4)
-        return Method("bicubic", "bicubic", scale, lambda img: bicubic_upscale(img, scale))
-    if name == "raisr":
-        from .raisr import load_raisr
-
-        path = pick(raisr_model, "raisr_model")
-        maybe = pick(model, "model")
-        if path is None and maybe is not None and (Path(maybe) / "filters.safetensors").is_file():
-            path = maybe
-        bank = load_raisr(path, int(scale) if scale is not None else (None if path else 4))
-        return Method("raisr", "raisr", bank.scale, bank.upscale)
-    if name in ("sr3", "regression"):
-        if pipe is None:
-            import sr3
-
-            path = pick(model, "regression_model" if name == "regression" else "model")
-            if path is None and name == "regression":
-                path = pick(None, "model")
-            if path is None:
-                flag = "--regression-model" if name == "regression" else "--model"
-                raise UserError(f"--methods {name}: needs a trained model; pass {flag} DIR")
-            pipe = sr3.load(path)
-        objective = _objective(pipe)
-        if name == "regression" and objective != "regression":
-            raise UserError(f"{pick(model, 'regression_model')}: --methods regression needs a model trained with "
-                            "--objective regression")
-        if name == "sr3" and objective == "regression":
-            raise UserError(f"{pick(model, 'model')}: this is a regression model; list it as --methods regression "
-                            "with --regression-model")
-        if scale is not None and int(scale) != pipe.scale:
-            raise UserError(f"--methods {name}: the model upscales {pipe.scale}x but --scale is {scale}; "
-                            f"pass --scale {pipe.scale}")
-        if name == "regression":
-            seed_ = int(pick(seed, "seed", 0))
-            return Method("regression", "regression", pipe.scale,
-                          lambda img: pipe.upscale(img, sampler="ddim", steps=1, seed=seed_))
-        sampler_ = pick(sampler, "sampler", DEFAULT_SAMPLER)
-        steps_ = int(pick(steps, "steps", DEFAULT_STEPS))
-        seed_ = int(pick(seed, "seed", 0))
-        def sample(img):
-            return pipe.upscale(img, sampler=sampler_, steps=steps_, seed=seed_, temperature=temperature)
-        return Method("sr3", "sr3", pipe.scale, sample, sampler=sampler_, steps=steps_, temperature=temperature)
-    raise UserError(f"unknown method {name!r}; choose from {', '.join(METHOD_NAMES)}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -298,16 +192,6 @@ def summarise(rows: list[dict], method: str, seed: int) -> dict:
     return out
 
 
-def _json_safe(x):
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
-    return x
-
-
 # ----------------------------------------------------------------------------------------------
 # Feature extractors for FID/KID/IS
 # ----------------------------------------------------------------------------------------------
@@ -339,51 +223,6 @@ def make_extractor(fid_weights: str | None, feature_extractor: str | None) -> M.
 # The run
 # ----------------------------------------------------------------------------------------------
 
-def _parse_list(text: str | None, kind=str) -> list:
-    return [kind(t.strip()) for t in text.split(",") if t.strip()] if text else []
-
-
-def build_methods(args: argparse.Namespace) -> tuple[list[Method], list[Method]]:
-    """Main methods from ``--methods`` and step-curve points from ``--steps-curve``."""
-    names = _parse_list(args.methods)
-    if not names:
-        raise UserError("--methods: give at least one of " + ", ".join(METHOD_NAMES))
-    for n in names:
-        if n not in METHOD_NAMES:
-            raise UserError(f"--methods: unknown method {n!r}; choose from {', '.join(METHOD_NAMES)}")
-    temperatures = [check_temperature(t) for t in _parse_list(getattr(args, "temperature", None), float)]
-    temperatures = temperatures or [DEFAULT_TEMPERATURE]
-    pipe = None
-    methods = []
-    for n in dict.fromkeys(names):
-        if n != "sr3":
-            methods.append(make_method(n, args))
-            continue
-        import sr3
-
-        if args.model is None:
-            raise UserError("--methods sr3: needs a trained diffusion model; pass --model DIR")
-        pipe = sr3.load(args.model)
-        for t in dict.fromkeys(temperatures):
-            m = make_method("sr3", args, pipe=pipe, temperature=t)
-            name = "sr3" if len(temperatures) == 1 else f"sr3@t{t:g}"  # one row per temperature
-            methods.append(Method(name, "sr3", m.scale, m.upscale, m.sampler, m.steps, t))
-    curve = []
-    steps = _parse_list(args.steps_curve, int)
-    if steps:
-        if pipe is None:
-            raise UserError("--steps-curve: needs --methods sr3 and --model (curves are for the diffusion model)")
-        for sampler in _parse_list(args.curve_samplers) or [args.sampler]:
-            if sampler not in SAMPLERS:
-                raise UserError(f"--curve-samplers: unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
-            for s in steps:
-                if s < 1:
-                    raise UserError(f"--steps-curve: steps must be >= 1, got {s}")
-                m = make_method("sr3", args, pipe=pipe, sampler=sampler, steps=s, temperature=temperatures[0])
-                curve.append(Method(f"sr3@{sampler}-{s}", "sr3", m.scale, m.upscale, sampler, s, temperatures[0]))
-    return methods, curve
-
-
 def _check_run_file(out: Path, settings: dict) -> None:
     """A resumed run must use the same data, scale and sampling, or its CSV rows would mix up."""
     path = out / "run.json"
@@ -398,31 +237,57 @@ def _check_run_file(out: Path, settings: dict) -> None:
         for name, then in old.get("sampling", {}).items():  # [sampler, steps, temperature] per diffusion row
             now = settings["sampling"].get(name)
             if now is not None and now != then:
-                raise UserError(f"{out}: its {name} rows were sampled with {then} (sampler, steps, temperature), "
-                                f"not {now}; use a new --out")
-    atomic_write_text(path, json.dumps(settings, indent=2) + "\n")
+                raise UserError(f"{out}: its {name} rows were sampled with {then}, not {now}; use a new --out")
+    write_json(path, settings)
 
 
-def evaluate(args: argparse.Namespace) -> dict:
-    """Run the evaluation described by parsed ``sr3 evaluate`` arguments; returns metrics.json's content."""
-    from . import report
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """What ``sr3 evaluate`` compares on, and where it writes (its flags are generated from these fields)."""
 
+    data: Path
+    """Folder of high-resolution reference images."""
+    out: Path
+    """Output folder: metrics.csv, metrics.json, images/, report.html."""
+    lr_data: Path | None = None
+    """Folder of matching LR inputs (same file names); default: made from --data with the training degradation."""
+    scale: int = 4
+    """Upscaling factor (>= 1); models must match."""
+    seed: int = 0
+    """Sampling seed (each image uses it) and bootstrap seed, >= 0."""
+    limit: int = 0
+    """Evaluate only the first N images (0 = all)."""
+    report_images: int = 4
+    """Images shown in the report grid (>= 0)."""
+    fid_weights: str | None = None
+    """Local Inception weights (weights-inception-2015-12-05-6726825d.pth) for standard FID/KID/IS; needs torch-fidelity."""
+    feature_extractor: str | None = None
+    """'random' (a seeded random CNN, NOT standard FID) or 'package.module:factory' returning an nn.Module."""
+    quiet: bool = False
+    """No progress lines."""
+
+    def __post_init__(self):
+        require(self.scale >= 1, f"--scale must be a positive integer, got {self.scale}")
+        require(self.seed >= 0 and self.limit >= 0 and self.report_images >= 0,
+                "--seed, --limit and --report-images must be >= 0")
+
+
+def evaluate(args: EvaluationConfig, methods: list[Upscaler], curve: list[Upscaler] = ()) -> dict:
+    """Run ``methods`` (report rows) and ``curve`` (step-curve points) on ``args.data``; returns metrics.json's content."""
+    curve = list(curve)
     scale = int(args.scale)
-    if scale < 1:
-        raise UserError(f"--scale must be a positive integer, got {scale}")
     out = Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"{out}: cannot create output folder ({e.strerror}); choose another --out") from None
     samples = collect_samples(Path(args.data), Path(args.lr_data) if args.lr_data else None, args.limit)
-    methods, curve = build_methods(args)
     extractor = make_extractor(args.fid_weights, args.feature_extractor)
     _check_run_file(out, {"data": str(Path(args.data).resolve()),
                           "lr_data": str(Path(args.lr_data).resolve()) if args.lr_data else None,
                           "scale": scale, "seed": args.seed, "methods": [m.name for m in methods + curve],
-                          "sampling": {m.name: [m.sampler, m.steps, m.temperature] for m in methods + curve
-                                       if m.kind == "sr3"}})
+                          "sampling": {m.name: dataclasses.asdict(m.sampling) for m in methods + curve
+                                       if m.sampling is not None}})
     csv_path = out / "metrics.csv"
     done = {(r["method"], r["image"]) for r in read_rows(csv_path)}
     log = CsvLog(csv_path)
@@ -445,7 +310,7 @@ def evaluate(args: argparse.Namespace) -> dict:
             for m in todo:
                 t0 = time.perf_counter()
                 try:
-                    sr = m(lr)
+                    sr = m.upscale_pil(lr, seed=args.seed, key=sample.key)
                     seconds = time.perf_counter() - t0
                     if sr.size != hr.size:
                         raise UserError(f"output is {sr.size[0]}x{sr.size[1]}, expected {hr.size[0]}x{hr.size[1]}")
@@ -455,8 +320,9 @@ def evaluate(args: argparse.Namespace) -> dict:
                     warnings.warn(f"{m.name} failed on {sample.key} ({e}); skipped")
                     continue
                 save_image(sr, image_file(out, m.name, sample.key))
-                log.write({"method": m.name, "image": sample.key, "sampler": m.sampler or "",
-                           "steps": m.steps or "", "height": hr.size[1], "width": hr.size[0],
+                log.write({"method": m.name, "image": sample.key,
+                           "sampler": m.sampling.sampler if m.sampling else "",
+                           "steps": m.sampling.steps if m.sampling else "", "height": hr.size[1], "width": hr.size[0],
                            **{k: f"{v:.6g}" for k, v in values.items()}, "seconds": f"{seconds:.4g}"})
             say(f"[{i + 1}/{len(samples)}] {sample.key}")
     finally:
@@ -490,7 +356,10 @@ def evaluate(args: argparse.Namespace) -> dict:
             real_feats, _ = M.extract_features(extractor, real_imgs)
         for m in all_methods:
             entry = summarise(rows, m.name, args.seed)
-            entry.update({"kind": m.kind, "sampler": m.sampler, "steps": m.steps, "temperature": m.temperature})
+            entry.update({"kind": m.kind, "sampling": dataclasses.asdict(m.sampling) if m.sampling else None,
+                          "sampler": m.sampling.sampler if m.sampling else None,
+                          "steps": m.sampling.steps if m.sampling else None,
+                          "temperature": m.sampling.temperature if m.sampling else None})
             if extractor is not None:
                 files = [image_file(out, m.name, s.key) for s in samples if s.key in evaluated]
                 fakes = [_unit(Image.open(f).convert("RGB")) for f in files if f.exists()]
@@ -498,11 +367,11 @@ def evaluate(args: argparse.Namespace) -> dict:
                 entry["distribution"] = M.distribution_scores(real_feats, feats, extractor=extractor.name,
                                                               fake_logits=logits, seed=args.seed).to_dict()
             if m in curve:
-                summary["curves"].setdefault(m.sampler, []).append(entry)
+                summary["curves"].setdefault(m.sampling.sampler, []).append(entry)
             else:
                 summary["methods"][m.name] = entry
-    summary = _json_safe(summary)
-    atomic_write_text(out / "metrics.json", json.dumps(summary, indent=2) + "\n")
+    summary = json_safe(summary)
+    write_json(out / "metrics.json", summary)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ImageConversionWarning)
         grid = _grid(out, samples, rows, methods, scale, args.report_images)
@@ -510,9 +379,9 @@ def evaluate(args: argparse.Namespace) -> dict:
     return summary
 
 
-def _grid(out: Path, samples: list[Sample], rows: list[dict], methods: list[Method], scale: int, n: int):
+def _grid(out: Path, samples: list[Sample], rows: list[dict], methods: list[Upscaler], scale: int, n: int):
     """The first ``n`` images that every method finished: [(key, [("LR", img), (method, img)..., ("HR", img)])]."""
-    order = {name: i for i, name in enumerate(METHOD_NAMES)}
+    order = {name: i for i, name in enumerate(METHODS)}
     shown = sorted(methods, key=lambda m: order.get(m.kind, 99))
     finished = {(r["method"], r["image"]) for r in rows}
     grid = []
@@ -529,48 +398,3 @@ def _grid(out: Path, samples: list[Sample], rows: list[dict], methods: list[Meth
         imgs = [Image.open(f).convert("RGB") for f in files]
         grid.append((s.key, [("LR", imgs[0])] + [(m.name, im) for m, im in zip(shown, imgs[1:])] + [("HR", hr)]))
     return grid
-
-
-def run(args: argparse.Namespace) -> int:
-    summary = evaluate(args)
-    out = Path(args.out)
-    for name, entry in summary["methods"].items():
-        psnr = entry["metrics"]["psnr_y"]["mean"]
-        ssim = entry["metrics"]["ssim_y"]["mean"]
-        print(f"{name:12s} PSNR-Y {psnr if psnr is not None else float('nan'):6.2f} dB   "
-              f"SSIM-Y {ssim if ssim is not None else float('nan'):.4f}   ({entry['n_images']} images)")
-    if summary["skipped"]:
-        print(f"sr3: {len(summary['skipped'])} image(s) skipped; reasons in {out / 'metrics.json'}", file=sys.stderr)
-    print(f"report: {out / 'report.html'}")
-    return 0
-
-
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("evaluate", help="compare methods with PSNR/SSIM/consistency/FID and an HTML report",
-                              description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", required=True, type=Path, help="folder of high-resolution reference images")
-    p.add_argument("--lr-data", type=Path, help="folder of matching LR inputs (same file names); default: "
-                                                 "made from --data with the training degradation")
-    p.add_argument("--methods", default="bicubic,raisr", help="comma list of bicubic,raisr,regression,sr3 "
-                                                              "(default bicubic,raisr)")
-    p.add_argument("--scale", type=int, default=4, help="upscaling factor (default 4); models must match")
-    p.add_argument("--out", required=True, type=Path, help="output folder: metrics.csv, metrics.json, report.html")
-    p.add_argument("--model", type=Path, help="diffusion model folder for --methods sr3")
-    p.add_argument("--regression-model", type=Path, help="regression model folder for --methods regression")
-    p.add_argument("--raisr-model", type=Path, help="RAISR filter bank (default: the shipped one for --scale)")
-    p.add_argument("--sampler", choices=SAMPLERS, default=DEFAULT_SAMPLER,
-                   help=f"sampler for sr3 (default {DEFAULT_SAMPLER})")
-    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"sampling steps for sr3 (default {DEFAULT_STEPS})")
-    p.add_argument("--temperature", default=None, help="sampling-noise temperature(s) in [0, 1] for sr3, comma list "
-                   f"(default {DEFAULT_TEMPERATURE}); several give one row each (sr3@t0.5, ...); curves use the first")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed (each image uses it) and bootstrap seed")
-    p.add_argument("--steps-curve", help="comma list of step counts for metric-vs-steps curves, e.g. 5,10,20,50,100")
-    p.add_argument("--curve-samplers", help="comma list of samplers for the curves (default: --sampler)")
-    p.add_argument("--fid-weights", help="local Inception weights (weights-inception-2015-12-05-6726825d.pth) "
-                                         "for standard FID/KID/IS; needs torch-fidelity")
-    p.add_argument("--feature-extractor", help="'random' (a seeded random CNN, NOT standard FID) or "
-                                               "'package.module:factory' returning an nn.Module")
-    p.add_argument("--limit", type=int, help="evaluate only the first N images")
-    p.add_argument("--report-images", type=int, default=4, help="images shown in the report grid (default 4)")
-    p.add_argument("--quiet", action="store_true", help="no progress lines")
-    p.set_defaults(func=run)

@@ -10,8 +10,6 @@ so an interrupted run never leaves a half-written output.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from .atomic import atomic_write, atomic_write_bytes, atomic_write_text  # noqa: F401 (re-exported)
 from .errors import UserError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
@@ -26,14 +25,6 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
 # Largest image we agree to decode (pixels).  PIL's own guard is 89 M pixels with a
 # warning only; we make it a hard, explained error.
 MAX_PIXELS = 128 * 1024 * 1024
-
-
-def _default_file_mode() -> int:
-    """0666 minus the umask: what open() would give.  mkstemp files are 0600, which would
-    leave reports and outputs unreadable to anyone but their owner."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
 
 
 class ImageConversionWarning(UserWarning):
@@ -117,45 +108,15 @@ def save_image(img: Image.Image, path: str | Path, **save_kwargs) -> Path:
     be created or written.
     """
     path = Path(path)
+    fmt = Image.registered_extensions().get(path.suffix.lower(), "PNG")
+    if fmt == "JPEG":
+        save_kwargs.setdefault("quality", 95)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        atomic_write(path, lambda f: img.save(f, format=fmt, **save_kwargs))
     except OSError as e:
-        raise UserError(f"{path.parent}: cannot write output folder ({e.strerror}); choose another --out") from None
-    try:
-        os.fchmod(fd, _default_file_mode())
-        with os.fdopen(fd, "wb") as f:
-            fmt = Image.registered_extensions().get(path.suffix.lower(), "PNG")
-            if fmt == "JPEG":
-                save_kwargs.setdefault("quality", 95)
-            img.save(f, format=fmt, **save_kwargs)
-        os.replace(tmp, path)
-    except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
-        raise UserError(f"{path}: cannot write output ({e.strerror or e}); choose another --out") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        where = path.parent if not path.parent.is_dir() else path
+        raise UserError(f"{where}: cannot write output ({e.strerror or e}); choose another --out") from None
     return path
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write bytes to ``path`` through a temporary file and rename (no torn files)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, _default_file_mode())
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def pil_to_tensor(img: Image.Image) -> torch.Tensor:

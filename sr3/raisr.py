@@ -31,7 +31,6 @@ Filter banks are stored as ``filters.safetensors`` + ``config.json`` (never pick
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -40,7 +39,7 @@ import sys
 import time
 import warnings
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -48,9 +47,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
+
+from .atomic import atomic_write_bytes, atomic_write_text, write_json
+from .config import from_dict, read_json, require
 from .degradation import crop_to_multiple, downsample, upsample
 from .errors import UserError
-from .imageio import atomic_write_text, list_images, load_image, pil_to_tensor, tensor_to_pil
+from .imageio import list_images, load_image, pil_to_tensor, tensor_to_pil
 
 CONFIG_VERSION = 1
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -85,22 +89,16 @@ class RAISRConfig:
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
 
+    def __post_init__(self):
+        require(self.scale in SUPPORTED_SCALES, f"RAISR scale {self.scale} is not one of {SUPPORTED_SCALES}")
+        require(self.filter_size % 2 == 1 and self.gradient_window % 2 == 1 and self.filter_size >= 1,
+                "RAISR filter_size and gradient_window must be odd")
+        require(self.version == CONFIG_VERSION, f"RAISR config version {self.version} is not supported "
+                f"(this sr3 reads version {CONFIG_VERSION})")
+
     @classmethod
-    def from_json(cls, text: str, source: str = "config.json") -> "RAISRConfig":
-        try:
-            raw = json.loads(text)
-            known = {f.name for f in fields(cls)}
-            unknown = set(raw) - known
-            if unknown:
-                raise ValueError(f"unknown keys {sorted(unknown)}")
-            raw["strength_thresholds"] = tuple(raw["strength_thresholds"])
-            raw["coherence_thresholds"] = tuple(raw["coherence_thresholds"])
-            cfg = cls(**raw)
-        except (ValueError, TypeError, KeyError) as e:
-            raise UserError(f"{source}: not a valid RAISR config ({e}); retrain with sr3 train --method raisr") from None
-        if cfg.version > CONFIG_VERSION:
-            raise UserError(f"{source}: written by a newer sr3 (config version {cfg.version}); upgrade sr3")
-        return cfg
+    def from_json_file(cls, path: Path) -> "RAISRConfig":
+        return from_dict(cls, read_json(path, "RAISR config"), str(path))
 
 
 @dataclass(frozen=True)
@@ -120,9 +118,16 @@ class RAISRTrainConfig:
     threshold_quantiles: tuple[float, float] = (1 / 3, 2 / 3)
     """Quantiles of strength and coherence over training pixels used as the cut points."""
     prescale: int = 1
-    """Downscale each training photo by this integer factor (antialiased bicubic) before
+    """Downscale each training photo by this integer factor (>= 1, antialiased bicubic) before
     making training pairs.  Large wallpaper-style photos are soft at full resolution;
     downscaling them gives sharper targets, closer to the detail of typical test images."""
+    filter_size: int = 11
+    """Side of each learned filter, odd (the paper uses 11 x 11); saved in the bank's RAISRConfig."""
+
+    def __post_init__(self):
+        require(self.max_patches_per_image >= 1, "raisr.max_patches_per_image must be >= 1")
+        require(self.ridge >= 0 and self.prescale >= 1, "raisr.ridge must be >= 0 and raisr.prescale >= 1")
+        require(self.filter_size >= 1 and self.filter_size % 2 == 1, "raisr.filter_size must be odd")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -291,19 +296,17 @@ class RAISR:
 
     def save(self, out_dir: str | Path, model_card: dict | None = None) -> Path:
         """Write ``filters.safetensors``, ``config.json`` (and ``model_card.json``) to ``out_dir``."""
-        from safetensors.torch import save_file
 
         out_dir = Path(out_dir)
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UserError(f"{out_dir}: cannot create output folder ({e.strerror}); choose another --out") from None
-        tmp = out_dir / ".filters.safetensors.tmp"
-        save_file({"filters": self.filters}, str(tmp), metadata={"format": "sr3-raisr", "scale": str(self.scale)})
-        tmp.replace(out_dir / "filters.safetensors")
+        atomic_write_bytes(out_dir / "filters.safetensors",
+                           save({"filters": self.filters}, metadata={"format": "sr3-raisr", "scale": str(self.scale)}))
         atomic_write_text(out_dir / "config.json", self.config.to_json() + "\n")
         if model_card is not None:
-            atomic_write_text(out_dir / "model_card.json", json.dumps(model_card, indent=2) + "\n")
+            write_json(out_dir / "model_card.json", model_card)
         return out_dir
 
 
@@ -318,9 +321,6 @@ def load_raisr(path: str | Path | None = None, scale: int | None = None) -> RAIS
     ``scale``: 2, 3 or 4; required when ``path`` is None, checked against the bank otherwise.
     Raises :class:`UserError` for a missing/corrupt folder or a scale mismatch.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     if path is None:
         if scale not in SUPPORTED_SCALES:
             raise UserError(f"RAISR: no default filter bank for scale {scale}; "
@@ -331,7 +331,7 @@ def load_raisr(path: str | Path | None = None, scale: int | None = None) -> RAIS
     if not cfg_file.is_file() or not filt_file.is_file():
         raise UserError(f"{path}: not a RAISR filter bank (needs config.json and filters.safetensors); "
                         "train one with sr3 train --method raisr")
-    cfg = RAISRConfig.from_json(cfg_file.read_text(), str(cfg_file))
+    cfg = RAISRConfig.from_json_file(cfg_file)
     if scale is not None and cfg.scale != scale:
         raise UserError(f"{path}: filter bank is for scale {cfg.scale}, not {scale}; "
                         f"pass --scale {cfg.scale} or a bank trained for {scale}x")
@@ -436,7 +436,7 @@ def train_raisr(image_paths, scale: int, *, seed: int = 0, max_patches_per_image
     if not paths:
         raise UserError(f"{where}: no images found (png, jpg, webp, tiff, bmp); check --data")
     tcfg = RAISRTrainConfig(seed=seed, max_patches_per_image=max_patches_per_image, augment=augment, ridge=ridge,
-                            prescale=prescale)
+                            prescale=prescale, filter_size=filter_size)
     base = RAISRConfig(scale=scale, filter_size=filter_size, gradient_window=gradient_window,
                        gradient_sigma=gradient_sigma, angle_bins=angle_bins)
     min_side = filter_size + 1
@@ -533,76 +533,3 @@ def train_raisr(image_paths, scale: int, *, seed: int = 0, max_patches_per_image
         model.save(out_dir, card)
         model.source = str(out_dir)
     return model
-
-
-# ----------------------------------------------------------------------------------------------
-# CLI hooks, called by `sr3 train --method raisr`
-# ----------------------------------------------------------------------------------------------
-
-def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add RAISR-only options (all prefixed ``--raisr-``) to the ``sr3 train`` parser.
-
-    ``sr3 train`` itself owns ``--data``, ``--out``, ``--scale`` and ``--seed``.
-    """
-    g = parser.add_argument_group("RAISR (--method raisr)")
-    g.add_argument("--raisr-patches", type=int, default=200_000, metavar="N",
-                   help="training pixels sampled per image (default 200000)")
-    g.add_argument("--raisr-filter-size", type=int, default=11, metavar="K", help="filter side, odd (default 11)")
-    g.add_argument("--raisr-ridge", type=float, default=10.0, metavar="R",
-                   help="regularisation towards bicubic, in pseudo-samples (default 10)")
-    g.add_argument("--raisr-prescale", type=int, default=1, metavar="F",
-                   help="downscale training photos by F first (default 1; the shipped banks use 2)")
-    g.add_argument("--raisr-no-augment", action="store_true", help="do not train on rotations/flips")
-
-
-def main_train(args: argparse.Namespace) -> int:
-    """Train a RAISR bank from ``args.data`` into ``args.out``; the ``sr3 train --method raisr`` entry.
-
-    Reads ``args.data`` (a folder or file, or a list of them), ``args.out``, the scale
-    from ``args.scale`` or ``args.data__scale`` (default 4), the seed from ``args.seed`` or
-    ``args.train__seed`` (default 0), and the ``--raisr-*`` options of
-    :func:`add_train_arguments` (their defaults if the parser lacks them).
-    """
-    def first(*names, default):
-        for n in names:
-            v = getattr(args, n, None)
-            if v is not None:
-                return v
-        return default
-
-    scale = int(first("scale", "data__scale", default=4))
-    data = args.data if isinstance(args.data, (list, tuple)) else [args.data]
-    name = Path(sys.argv[0]).name if sys.argv else ""
-    command = ("sr3 " if name in ("sr3", "__main__.py") else "python -m sr3.raisr " if name == "raisr.py" else "")
-    command = command + " ".join(sys.argv[1:]) if command else None
-    train_raisr(
-        data, scale, seed=int(first("seed", "train__seed", default=0)),
-        max_patches_per_image=first("raisr_patches", default=200_000),
-        augment=not first("raisr_no_augment", default=False), ridge=first("raisr_ridge", default=10.0),
-        prescale=first("raisr_prescale", default=1), filter_size=first("raisr_filter_size", default=11),
-        out_dir=args.out, command=command, progress=not first("no_progress", default=False))
-    print(f"RAISR {scale}x filter bank written to {args.out}")
-    return 0
-
-
-run_train_raisr = main_train  # the name sr3/train.py calls
-
-
-def _main(argv: list[str] | None = None) -> int:
-    """``python -m sr3.raisr --data DIR --out DIR --scale N [--raisr-...]``: the same as ``sr3 train --method raisr``."""
-    parser = argparse.ArgumentParser(prog="python -m sr3.raisr", description="Train a RAISR filter bank.")
-    parser.add_argument("--data", required=True, nargs="+", help="folders/files of high-resolution photos")
-    parser.add_argument("--out", required=True, help="output folder for the filter bank")
-    parser.add_argument("--scale", type=int, required=True, choices=SUPPORTED_SCALES)
-    parser.add_argument("--seed", type=int, default=0)
-    add_train_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return main_train(args)
-    except UserError as e:
-        print(f"sr3: error: {e}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(_main())

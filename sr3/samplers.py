@@ -1,10 +1,17 @@
-"""Samplers: plain functions of ``(denoise, x, gammas, ...)``.
+"""Samplers: plain functions of ``(denoise, x, gammas, noise, eta, callback)``.
 
 ``denoise(x, gamma) -> x0_hat`` is a :class:`sr3.diffusion.Denoiser` (conditioning
 already bound); ``gammas`` is a decreasing-noise sequence from
-:func:`sr3.schedules.inference_gammas`, ending at 1.0 (no noise); ``x`` starts as
-unit Gaussian noise.  Any sampler works with any step count on any trained model,
-because the network was trained on a continuum of noise levels.
+:func:`sr3.schedules.inference_gammas`, ending at 1.0 (no noise) — or at a level
+below 1 for a truncated cascade stage (CDM Eq. 4), in which case the noisy x at that
+level is returned; ``x`` starts as unit Gaussian noise.  Any sampler works with any
+step count on any trained model, because the network was trained on a continuum of
+noise levels.
+
+Every sampler takes the same arguments: ``eta`` (stochasticity; only DDIM has a free
+one, the others reject a nonzero value) and ``callback(info)``, called after every
+step with ``{"i": step index, "gamma": level reached, "x": new state, "denoised": x0_hat}``
+(both in diffusion space), e.g. to save refinement frames.
 
 Randomness comes from ``noise(like)``, which draws each example's noise from that
 example's own generator (:class:`PerSampleNoise`), so image k is the same whatever
@@ -13,22 +20,23 @@ the batch size.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
 from .schedules import gamma_to_lambda
 
 Denoise = Callable[[torch.Tensor, float], torch.Tensor]
+StepCallback = Callable[[dict], None]
 
 
 class PerSampleNoise:
     """Gaussian noise with one ``torch.Generator`` per example.
 
-    ``temperature`` (>= 0, default 1 = standard normal) scales every draw: the starting
-    noise and any noise a sampler injects.  Below 1 the sample moves towards the
-    denoiser's mean prediction: less invented detail, higher PSNR (the temperature of
-    SRFlow, Lugmayr et al. 2020, applied to a diffusion sampler's noise).
+    ``temperature`` (in [0, 1], default 1 = standard normal) scales every draw: the
+    starting noise and any noise a sampler injects.  Below 1 the sample moves towards
+    the denoiser's mean prediction: less invented detail, higher PSNR (the temperature
+    of SRFlow, Lugmayr et al. 2020, applied to a diffusion sampler's noise).
     """
 
     def __init__(self, seeds: list[int], temperature: float = 1.0):
@@ -44,38 +52,49 @@ class PerSampleNoise:
         return noise.to(like.device, like.dtype)
 
 
-def sample_ddpm(denoise: Denoise, x: torch.Tensor, gammas: torch.Tensor, noise: Callable, progress=None):
-    """Ancestral sampling (SR3 Algorithm 2 / DDPM): draw from q(y_t | y_s, y0_hat) at each step.
+def sample_ddpm(denoise: Denoise, x: torch.Tensor, gammas: torch.Tensor, noise: Callable, eta: float = 0.0,
+                callback: StepCallback | None = None) -> torch.Tensor:
+    """Ancestral sampling: draw from the posterior q(y_t | y_s, y0_hat) at each step.
 
     From level gamma_s to the less noisy gamma_t, with alpha = gamma_s / gamma_t:
         mean = sqrt(gamma_t) (1 - alpha) / (1 - gamma_s) * y0_hat
              + sqrt(alpha) (1 - gamma_t) / (1 - gamma_s) * y_s
         var  = (1 - gamma_t) / (1 - gamma_s) * (1 - alpha)
+    This is DDPM's posterior variance beta~ (Ho et al. 2020, Eq. 7), not the beta_t of
+    SR3's Algorithm 2 (which writes the same mean through eps).  Why: with y0_hat clipped
+    to the image range, the posterior is the exact reverse step given y0_hat, and beta~
+    adds no noise at the final step (var = 0 when gamma_t = 1), where beta_t would leave
+    noise of std sqrt(beta_1) in the output; on the few-step schedules used here beta_t
+    also gives visibly noisier images.  The two coincide as the step count grows.
     """
-    for s, t in _steps(gammas, progress):
+    if eta:
+        raise ValueError("ddpm has no eta (its noise is fixed by the posterior); use ddim for eta")
+    for i, (s, t) in enumerate(_steps(gammas)):
         x0 = denoise(x, s)
         alpha = s / t
         mean = (t ** 0.5 * (1 - alpha) / (1 - s)) * x0 + (alpha ** 0.5 * (1 - t) / (1 - s)) * x
         var = (1 - t) / (1 - s) * (1 - alpha)
         x = mean + var ** 0.5 * noise(x) if var > 0 else mean
+        _report(callback, i, t, x, x0)
     return x
 
 
 def sample_ddim(denoise: Denoise, x: torch.Tensor, gammas: torch.Tensor, noise: Callable, eta: float = 0.0,
-                progress=None):
+                callback: StepCallback | None = None) -> torch.Tensor:
     """DDIM (Song et al. 2021, Eq. 12); eta = 0 is deterministic, eta = 1 matches DDPM's variance."""
-    for s, t in _steps(gammas, progress):
+    for i, (s, t) in enumerate(_steps(gammas)):
         x0 = denoise(x, s)
         eps = (x - s ** 0.5 * x0) / (1 - s) ** 0.5
         sigma = eta * ((1 - t) / (1 - s) * (1 - s / t)) ** 0.5
         x = t ** 0.5 * x0 + max(1 - t - sigma ** 2, 0.0) ** 0.5 * eps
         if sigma > 0:
             x = x + sigma * noise(x)
+        _report(callback, i, t, x, x0)
     return x
 
 
 def sample_dpmpp_2m(denoise: Denoise, x: torch.Tensor, gammas: torch.Tensor, noise: Callable = None,
-                    progress=None):
+                    eta: float = 0.0, callback: StepCallback | None = None) -> torch.Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): second-order multistep in log-SNR.
 
     With alpha = sqrt(gamma), sigma = sqrt(1 - gamma), lambda = log(alpha / sigma) and
@@ -84,12 +103,15 @@ def sample_dpmpp_2m(denoise: Denoise, x: torch.Tensor, gammas: torch.Tensor, noi
     where D = (1 + 1/(2r)) x0_s - 1/(2r) x0_prev and r = h_prev / h (D = x0_s on the
     first step).  The final step to gamma = 1 returns the denoised estimate.
     """
+    if eta:
+        raise ValueError("dpmpp is deterministic and has no eta; use ddim for eta")
     lambdas = gamma_to_lambda(gammas.clamp(max=1 - 1e-12).double())
     x0_prev, h_prev = None, None
-    for i, (s, t) in enumerate(_steps(gammas, progress)):
+    for i, (s, t) in enumerate(_steps(gammas)):
         x0 = denoise(x, s)
         if t >= 1.0:
             x = x0
+            _report(callback, i, t, x, x0)
             break
         h = float(lambdas[i + 1] - lambdas[i])
         if x0_prev is None:
@@ -99,6 +121,7 @@ def sample_dpmpp_2m(denoise: Denoise, x: torch.Tensor, gammas: torch.Tensor, noi
             d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * x0_prev
         x = ((1 - t) / (1 - s)) ** 0.5 * x - t ** 0.5 * torch.expm1(torch.tensor(-h)).item() * d
         x0_prev, h_prev = x0, h
+        _report(callback, i, t, x, x0)
     return x
 
 
@@ -107,12 +130,15 @@ SAMPLERS = {
     "ddim": sample_ddim,
     "dpmpp": sample_dpmpp_2m,
 }
+"""SamplingConfig.sampler -> sampler function (sr3.config.SAMPLER_NAMES lists the same keys)."""
 
 
-def _steps(gammas: torch.Tensor, progress):
-    """Yield consecutive (gamma_s, gamma_t) pairs as Python floats, ticking a progress bar."""
+def _steps(gammas: torch.Tensor):
+    """Consecutive (gamma_s, gamma_t) pairs as Python floats."""
     g = gammas.double().tolist()
-    for s, t in zip(g[:-1], g[1:]):
-        yield s, t
-        if progress is not None:
-            progress(1)
+    return list(zip(g[:-1], g[1:]))
+
+
+def _report(callback: StepCallback | None, i: int, gamma: float, x: torch.Tensor, denoised: torch.Tensor) -> None:
+    if callback is not None:
+        callback({"i": i, "gamma": gamma, "x": x, "denoised": denoised})

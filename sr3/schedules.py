@@ -23,6 +23,7 @@ from typing import Literal
 import torch
 
 from .config import DiffusionConfig
+from .errors import UserError
 
 InferenceSchedule = Literal["sr3", "logsnr", "train"]
 INFERENCE_SCHEDULES = ("sr3", "logsnr", "train")
@@ -113,6 +114,8 @@ def inference_gammas(steps: int, kind: InferenceSchedule, train: DiffusionConfig
     elif kind == "train":
         train_gammas = training_gammas(train)
         T = train_gammas.shape[0] - 1
+        if steps > T:  # respacing would repeat timesteps (gamma_s = gamma_t = 1: a division by zero)
+            raise UserError(f"the train schedule has only {T} steps; use --steps {T} or fewer, or --schedule logsnr")
         t = torch.linspace(T, 0, steps + 1, dtype=torch.float64).round().long()
         gammas = train_gammas[t]
     else:

@@ -46,21 +46,20 @@ class TiledDenoiser:
 
     ``tile`` and ``overlap`` are in output pixels; ``tile`` must suit the U-Net
     (a multiple of 2**(levels-1)).  If the image fits in one tile this is exactly
-    the wrapped denoiser.
+    the wrapped denoiser.  Each tile is one call of the wrapped denoiser, so its
+    ``on_evaluation`` ticks once per tile.
     """
 
-    def __init__(self, denoiser: Denoiser, tile: int, overlap: int, on_tile=None):
+    def __init__(self, denoiser: Denoiser, tile: int, overlap: int):
         if overlap * 2 > tile:
             raise ValueError("overlap must be at most half the tile")
-        self.denoiser, self.tile, self.overlap, self.on_tile = denoiser, tile, overlap, on_tile
-        self.evaluations = 0
+        self.denoiser, self.tile, self.overlap = denoiser, tile, overlap
 
     def tiles(self, height: int, width: int) -> list[tuple[int, int, int, int]]:
         tops, lefts = tile_starts(height, self.tile, self.overlap), tile_starts(width, self.tile, self.overlap)
         return [(t, l, min(self.tile, height), min(self.tile, width)) for t in tops for l in lefts]
 
     def __call__(self, x: torch.Tensor, gamma) -> torch.Tensor:
-        self.evaluations += 1
         height, width = x.shape[-2:]
         tiles = self.tiles(height, width)
         if len(tiles) == 1:
@@ -75,6 +74,4 @@ class TiledDenoiser:
             wt = (wy[:, None] * wx[None, :]).to(x)
             total[window] += sub(x[window], gamma) * wt
             weight[window] += wt
-            if self.on_tile is not None:
-                self.on_tile()
         return total / weight

@@ -13,7 +13,6 @@ only rank 0 writes files.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import os
@@ -28,17 +27,16 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from .checkpoint import load_training_checkpoint, save_model_dir, save_training_checkpoint
-from .config import Config, DataConfig, DiffusionConfig, TrainConfig, UNetConfig, add_dataclass_arguments, \
-    apply_overrides
+from .atomic import json_line
 from .augment import augment_for_training
+from .checkpoint import load_training_checkpoint, save_model_dir, save_training_checkpoint
+from .config import Config, SamplingConfig
 from .data import ImageFolderDataset, PairedFolderDataset, make_sr_pair
-from .diffusion import Conditioning
+from .diffusion import Conditioning, make_denoiser
 from .errors import UserError
-from .imageio import save_image
+from .imageio import save_image, tensor_to_pil
 from .labelled_data import LabelledDataset, is_class_folder, is_idx_folder
-from .losses import diffusion_loss, regression_loss
-from .presets import PRESETS
+from .sampling import sample
 from .schedules import training_gammas
 from .unet import UNet, count_parameters
 
@@ -53,55 +51,20 @@ def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
 
 
 # ------------------------------------------------------------------ set-up
-def resolve_config(args: argparse.Namespace) -> Config:
-    """Preset or JSON config, then --section.field overrides and the shortcut flags."""
-    if args.preset and args.config:
-        raise UserError("give either --preset or --config, not both")
-    if args.config:
-        config = Config.from_json_file(args.config)
-    elif args.preset:
-        config = PRESETS[args.preset]
-    else:
-        raise UserError("choose a model: --preset NAME (" + ", ".join(PRESETS) + ") or --config FILE")
-    config = apply_overrides(config, args)
-    if args.steps is not None:
-        config = config.replace(train=replace(config.train, steps=args.steps))
-    if args.objective is not None:
-        config = config.replace(diffusion=replace(config.diffusion, objective=args.objective))
-    validate_config(config)
-    return config
-
-
-def validate_config(config: Config) -> None:
-    m, d = config.model, config.data
-    multiple = 2 ** (len(m.channel_mult) - 1)
-    if d.task == "sr":
-        if d.scale not in (2, 3, 4, 8):
-            raise UserError(f"data.scale {d.scale} is not supported; use 2, 4 or 8")
-        if d.crop_size % d.scale:
-            raise UserError(f"data.crop_size {d.crop_size} must be divisible by data.scale {d.scale}")
-        if m.cond_channels == 0:
-            raise UserError("an sr model needs model.cond_channels = 3 (the upsampled LR image)")
-    if d.crop_size % multiple:
-        raise UserError(f"data.crop_size {d.crop_size} must be divisible by {multiple} "
-                        f"(the U-Net halves the size {len(m.channel_mult) - 1} times)")
-    if config.train.batch_size < 1 or config.train.steps < 0:
-        raise UserError("train.batch_size must be >= 1 and train.steps >= 0")
-
-
-def open_dataset(config: Config, args: argparse.Namespace):
+def open_dataset(config: Config, data: Path, lr_data: Path | None = None):
+    """The training set for ``config``: labelled data, paired LR/HR folders, or an image folder."""
     d = config.data
     # Labelled data (IDX files, or class sub-folders for a class-conditional model) feeds
     # CDM's base model and its SR stages; see sr3/labelled_data.py.
-    if d.task == "generate" or is_idx_folder(args.data) or (config.model.num_classes and is_class_folder(args.data)):
-        dataset = LabelledDataset(args.data, d.crop_size, channels=config.model.image_channels, hflip=d.hflip)
+    if d.task == "generate" or is_idx_folder(data) or (config.model.num_classes and is_class_folder(data)):
+        dataset = LabelledDataset(data, d.crop_size, channels=config.model.image_channels, hflip=d.hflip)
         if config.model.num_classes and dataset.num_classes > config.model.num_classes:
-            raise UserError(f"{args.data}: {dataset.num_classes} classes but model.num_classes is "
+            raise UserError(f"{data}: {dataset.num_classes} classes but model.num_classes is "
                             f"{config.model.num_classes}; raise --model.num-classes")
         return dataset
-    if args.lr_data:
-        return PairedFolderDataset(args.lr_data, args.data, d.scale, d.crop_size, d.hflip, d.vflip)
-    return ImageFolderDataset(args.data, d.crop_size, d.hflip, d.vflip, d.downscale_max)
+    if lr_data:
+        return PairedFolderDataset(lr_data, data, d.scale, d.crop_size, d.hflip, d.vflip)
+    return ImageFolderDataset(data, d.crop_size, d.hflip, d.vflip, d.downscale_max)
 
 
 def make_conditioning(batch, config: Config, generator: torch.Generator | None = None
@@ -189,10 +152,7 @@ def train(config: Config, dataset, out: Path, resume: bool = False, device: torc
         batch = dataset.sample(per_rank, generator)
         hr, cond = make_conditioning(batch, config)
         hr, cond = hr.to(device), cond.to(device)
-        if dc.objective == "regression":
-            loss = regression_loss(net, hr, cond, dc, tc.bf16)
-        else:
-            loss = diffusion_loss(net, hr, cond, dc, gammas, generator, tc.bf16)
+        loss = make_denoiser(net, dc, cond, bf16=tc.bf16, batched=True).loss(hr, gammas, generator)
         for group in optimizer.param_groups:  # linear warm-up, then constant
             group["lr"] = tc.lr * min(1.0, (step + 1) / max(1, tc.warmup_steps))
         optimizer.zero_grad(set_to_none=True)
@@ -211,7 +171,7 @@ def train(config: Config, dataset, out: Path, resume: bool = False, device: torc
             continue
         if done % tc.log_every == 0 or done == tc.steps:
             elapsed = time.perf_counter() - t0
-            log.write(json.dumps({"step": done, "loss": loss_value, "grad_norm": float(grad_norm),
+            log.write(json_line({"step": done, "loss": loss_value, "grad_norm": float(grad_norm),
                                   "lr": optimizer.param_groups[0]["lr"],
                                   "images_per_s": (done - start) * tc.batch_size / elapsed}) + "\n")
             log.flush()
@@ -241,57 +201,11 @@ def hardware_description(device: torch.device) -> str:
 
 def write_sample_grid(model: torch.nn.Module, config: Config, preview, path: Path, device) -> None:
     """LR (upsampled) | SR | HR rows for fixed training crops; class samples for base models."""
-    from .pipeline import sample_images  # pipeline imports train's neighbours; avoid a cycle at import time
     hr, cond = make_conditioning(preview, config)
+    settings = SamplingConfig(sampler="ddim", steps=config.train.sample_steps, tile=0)
     with torch.inference_mode():
-        sr = sample_images(model, config, cond.to(device), hr.shape, sampler="ddim",
-                           steps=config.train.sample_steps, seeds=list(range(hr.shape[0])), device=device)
+        sr = sample(model, config, cond, hr.shape, settings, seeds=list(range(hr.shape[0])), device=device,
+                    bf16=config.train.bf16)
     columns = [cond.lr_upsampled, sr.cpu(), hr] if cond.lr_upsampled is not None else [sr.cpu()]
     grid = torch.cat([torch.cat(list(col), dim=-2) for col in columns], dim=-1)
-    from .imageio import tensor_to_pil
     save_image(tensor_to_pil(grid), path)
-
-
-# ------------------------------------------------------------------ CLI
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("train", help="train an SR3, regression, base or RAISR model",
-                              description="Train a model. Start from --preset or --config; any config field "
-                                          "can be overridden with --SECTION.FIELD (e.g. --train.lr 1e-4).")
-    p.add_argument("--preset", choices=sorted(PRESETS), help="named configuration (see sr3/presets.py)")
-    p.add_argument("--config", type=Path, help="JSON config file (a config.json of an earlier run works)")
-    p.add_argument("--data", required=True, type=Path, help="folder of training images (HR), or labelled data "
-                                                              "(IDX files / class sub-folders, see sr3/labelled_data.py)")
-    p.add_argument("--task", dest="data__task", choices=["sr", "generate"],
-                   help="same as --data.task: generate trains a class-conditional base model (CDM)")
-    p.add_argument("--lr-data", type=Path, help="folder of matching LR images (paired data); default: "
-                                                  "make LR by bicubic downsampling")
-    p.add_argument("--out", required=True, type=Path, help="output folder (model/, checkpoint/, samples/, log.jsonl)")
-    p.add_argument("--steps", type=int, help="total optimiser steps (same as --train.steps)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--objective", choices=["diffusion", "regression"],
-                   help="regression trains the same U-Net to predict HR directly (SR3's baseline)")
-    p.add_argument("--method", choices=["sr3", "raisr"], default="sr3",
-                   help="raisr learns RAISR filters by least squares instead of a U-Net")
-    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    from .raisr import add_train_arguments as add_raisr_arguments
-    add_raisr_arguments(p)  # --raisr-* options, used with --method raisr
-    for section, cls in (("model", UNetConfig), ("diffusion", DiffusionConfig), ("data", DataConfig),
-                         ("train", TrainConfig)):
-        add_dataclass_arguments(p, cls, section)
-    p.set_defaults(func=run)
-
-
-def run(args: argparse.Namespace) -> int:
-    if args.method == "raisr":
-        from .raisr import run_train_raisr
-        return run_train_raisr(args)
-    config = resolve_config(args)
-    dataset = open_dataset(config, args)
-    device = pick_device(args.device)
-    command = "sr3 " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("sr3") else ""
-    model_dir = train(config, dataset, args.out, resume=args.resume, device=device,
-                      progress=not args.no_progress, command=command)
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(f"model written to {model_dir}")
-    return 0

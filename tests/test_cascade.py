@@ -5,6 +5,7 @@ written to tmp_path; nothing reads ../shared/data.
 """
 
 import gzip
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -14,15 +15,15 @@ from PIL import Image
 
 from sr3 import cascade as cascade_mod
 from sr3.augment import augment_for_training, gaussian_blur, noise_augment, truncated_gammas
-from sr3.cascade import Cascade, CascadeConfig, StageSettings, sample_to_level, stage_seeds, write_cascade
+from sr3.cascade import Cascade, CascadeConfig, StageSettings, stage_seeds, write_cascade
 from sr3.checkpoint import save_model_dir
 from sr3.cli import main
-from sr3.config import Config, DataConfig, DiffusionConfig, TrainConfig, UNetConfig
+from sr3.config import Config, DataConfig, DiffusionConfig, SamplingConfig, TrainConfig, UNetConfig
 from sr3.degradation import downsample, upsample
 from sr3.diffusion import Conditioning, Denoiser, add_noise
 from sr3.errors import UserError
 from sr3.labelled_data import LabelledDataset, read_idx
-from sr3.pipeline import DEFAULT_SCHEDULE
+from sr3.sampling import sample
 from sr3.samplers import SAMPLERS, PerSampleNoise
 from sr3.schedules import inference_gammas
 from sr3.unet import UNet
@@ -61,8 +62,9 @@ def cascade_dir(tmp_path_factory):
     _stage(root / "sr1", SR_8_32, 1)
     _stage(root / "sr2", SR_32_128, 2)
     write_cascade(root, CascadeConfig(
-        stages=(StageSettings("base", steps=3), StageSettings("sr1", steps=2, scale=4, aug_level=0.2),
-                StageSettings("sr2", steps=2, scale=4)),
+        stages=(StageSettings("base", sampling=SamplingConfig(steps=3)),
+                StageSettings("sr1", sampling=SamplingConfig(steps=2), scale=4, aug_level=0.2),
+                StageSettings("sr2", sampling=SamplingConfig(steps=2), scale=4)),
         class_names=("a", "b", "c", "d")))
     return root
 
@@ -158,7 +160,7 @@ def test_truncated_returns_the_intermediate_state():
     torch.manual_seed(0)
     model = UNet(BASE.model).eval()
     cond = Conditioning(class_label=torch.tensor([1, 2]))
-    gammas = inference_gammas(6, DEFAULT_SCHEDULE["ddim"], DIFF)
+    gammas = inference_gammas(6, SamplingConfig(sampler="ddim").inference_schedule, DIFF)
     k = 3
     level = float((1 - gammas[k]) ** 0.5)
     assert torch.allclose(truncated_gammas(gammas, level), gammas[:k + 1])
@@ -172,7 +174,7 @@ def test_truncated_returns_the_intermediate_state():
     noise = PerSampleNoise([3, 4])
     with torch.no_grad():
         SAMPLERS["ddim"](recording, noise(torch.empty(2, 3, 8, 8)), gammas, noise)
-        x_s = sample_to_level(model, BASE, cond, (2, 3, 8, 8), level=level, sampler="ddim", steps=6, seeds=[3, 4])
+        x_s = sample(model, BASE, cond, (2, 3, 8, 8), SamplingConfig(steps=6), [3, 4], stop_level=level)
     assert torch.allclose(x_s, seen[round(float(gammas[k]), 9)], atol=1e-5)
 
 
@@ -201,8 +203,8 @@ def test_truncated_and_non_truncated_conditioning(cascade_dir, monkeypatch):
     assert torch.allclose(fed_non, add_noise(outs_non[0], torch.full((2,), 1 - s * s), eps), atol=1e-6)
     # truncated: the base model's reverse process stopped at s, passed on as is
     with torch.no_grad():
-        x_s = sample_to_level(base.model, base.config, Conditioning(class_label=labels), (2, 3, 8, 8), level=s,
-                              sampler="ddim", steps=3, seeds=stage_seeds(seeds, 0))
+        x_s = sample(base.model, base.config, Conditioning(class_label=labels), (2, 3, 8, 8), SamplingConfig(steps=3),
+                     stage_seeds(seeds, 0), stop_level=s)
     assert torch.allclose(fed_tru, x_s) and torch.equal(outs_tru[0], fed_tru)
     assert not torch.allclose(fed_tru, fed_non, atol=1e-3)
 
@@ -230,8 +232,8 @@ def test_upscale_16x_with_two_4x_stages(cascade_dir, tmp_path):
 def test_sweep_reports_best(cascade_dir, idx_dir, tmp_path, capsys):
     # the cascade ends at 128 px; sweep its first SR stage alone via a two-stage cascade
     root = tmp_path / "two"
-    write_cascade(root, CascadeConfig(stages=(StageSettings(str(cascade_dir / "base"), steps=2),
-                                              StageSettings(str(cascade_dir / "sr1"), steps=1))))
+    write_cascade(root, CascadeConfig(stages=(StageSettings(str(cascade_dir / "base"), sampling=SamplingConfig(steps=2)),
+                                              StageSettings(str(cascade_dir / "sr1"), sampling=SamplingConfig(steps=1)))))
     assert main(["sweep", "--cascade", str(root), "--data", str(idx_dir), "--levels", "0", "0.3",
                  "--modes", "non-truncated", "truncated", "--n-per-class", "2", "--no-progress",
                  "--out", str(tmp_path / "sweep.json")]) == 0
@@ -260,8 +262,25 @@ def test_bad_cascades_are_refused(cascade_dir, tmp_path):
     # a base model without class conditioning asked for a class
     root = tmp_path / "uncond"
     _stage(root / "base", replace(BASE, model=replace(BASE.model, num_classes=0)), 0)
-    write_cascade(root, CascadeConfig(stages=(StageSettings("base", steps=1),)))
+    write_cascade(root, CascadeConfig(stages=(StageSettings("base", sampling=SamplingConfig(steps=1)),)))
     msg = f"{root}: base stage 'base' has no class conditioning (model.num_classes = 0); omit --class"
     assert _error(lambda: Cascade(root).resolve_class("1")) == msg
     assert main(["generate", "--cascade", str(root), "--class", "1", "--n", "1", "--out", str(tmp_path / "x")]) == 2
     assert not (tmp_path / "x").exists()  # refused before any sampling
+
+
+def test_cascade_json_round_trips_and_reads_version_1(cascade_dir, tmp_path):
+    config = CascadeConfig.from_json_file(cascade_dir / "cascade.json")
+    assert config.stages[1].sampling == SamplingConfig(steps=2) and config.version == 2
+    write_cascade(tmp_path / "again", config)
+    assert CascadeConfig.from_json_file(tmp_path / "again" / "cascade.json") == config
+    v1 = {"stages": [{"model": "base", "sampler": "ddpm", "steps": 3, "schedule": ""},
+                     {"model": "sr1", "sampler": "ddim", "steps": 2, "eta": 0.5, "scale": 4, "aug_level": 0.2}],
+          "version": 1}
+    (tmp_path / "v1.json").write_text(json.dumps(v1))
+    old = CascadeConfig.from_json_file(tmp_path / "v1.json")
+    assert old.stages[0].sampling == SamplingConfig(sampler="ddpm", steps=3, schedule="auto")
+    assert old.stages[1].sampling == SamplingConfig(sampler="ddim", steps=2, eta=0.5) and old.stages[1].aug_level == 0.2
+    (tmp_path / "bad.json").write_text(json.dumps({"stages": [{"model": "b", "sampling": {"steps": 0}}]}))
+    with pytest.raises(UserError, match="bad.json.*steps = 0 must be >= 1"):
+        CascadeConfig.from_json_file(tmp_path / "bad.json")

@@ -103,7 +103,7 @@ def test_user_errors_are_one_line_without_traceback(cli_model, inputs, tmp_path)
                          "no usable images"),
         "no preset": (["train", "--data", str(inputs), "--out", str(tmp_path / "t")], "choose a model"),
         "bad temperature": (["upscale", str(inputs / "a.png"), "--model", str(cli_model), "--temperature", "1.5"],
-                            "--temperature 1.5 is outside [0, 1]"),
+                            "temperature = 1.5 is outside [0, 1]"),
     }
     if os.geteuid() != 0:  # root can write anywhere
         cases["unwritable out"] = (["upscale", str(inputs / "a.png"), "--model", str(cli_model), "--out",

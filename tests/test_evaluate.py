@@ -1,7 +1,7 @@
 """`sr3 evaluate` end to end on generated images: files, structure, resume and bad inputs."""
 
-import argparse
 import csv
+import dataclasses
 import json
 import re
 from types import SimpleNamespace
@@ -11,8 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
-import sr3
-from sr3 import evaluate, raisr
+from sr3 import evaluate, methods, raisr
+from sr3.cli import build_parser
+from sr3.commands.evaluate import build_methods
+from sr3.config import SamplingConfig, flag_values
+from sr3.evaluate import EvaluationConfig
 from sr3.cli import main as cli_main
 from sr3.errors import UserError
 
@@ -44,12 +47,21 @@ def _hr_folder(tmp_path, n=3):
 
 
 def _args(**kw):
-    base = dict(data=None, lr_data=None, methods="bicubic,raisr", scale=2, out=None, model=None,
-                regression_model=None, raisr_model=None, sampler="ddim", steps=50, seed=0, steps_curve=None,
-                curve_samplers=None, fid_weights=None, feature_extractor=None, limit=None, report_images=2,
-                quiet=True)
+    """Parsed ``sr3 evaluate`` flags (keyword = flag name with underscores)."""
+    base = dict(methods="bicubic,raisr", scale=2, report_images=2, quiet=True)
     base.update(kw)
-    return argparse.Namespace(**base)
+    argv = ["evaluate"]
+    for k, v in base.items():
+        if v is None:
+            continue
+        argv += [f"--{k.replace('_', '-')}"] + ([] if v is True else [str(v)])
+    return build_parser().parse_args(argv)
+
+
+def _evaluate(args):
+    """What ``sr3 evaluate`` does, with UserError raised instead of printed."""
+    config = EvaluationConfig(**flag_values(EvaluationConfig, args))
+    return evaluate.evaluate(config, *build_methods(args, config))
 
 
 def _rows(out):
@@ -60,7 +72,7 @@ def _rows(out):
 def test_end_to_end_writes_csv_json_and_a_self_contained_report(tmp_path, bank):
     hr = _hr_folder(tmp_path)
     out = tmp_path / "out"
-    summary = evaluate.evaluate(_args(data=hr, out=out, raisr_model=bank, feature_extractor="random"))
+    summary = _evaluate(_args(data=hr, out=out, raisr_model=bank, feature_extractor="random"))
     rows = _rows(out)
     assert len(rows) == 6 and {r["method"] for r in rows} == {"bicubic", "raisr"}
     assert set(rows[0]) == set(evaluate.CSV_FIELDS)
@@ -90,17 +102,17 @@ def test_resume_skips_finished_rows_and_survives_a_torn_line(tmp_path, bank):
     hr = _hr_folder(tmp_path)
     out = tmp_path / "out"
     args = _args(data=hr, out=out, raisr_model=bank)
-    evaluate.evaluate(args)
+    _evaluate(args)
     lines = (out / "metrics.csv").read_text().splitlines(keepends=True)
     kept = lines[:3]  # header + two finished rows
     (out / "metrics.csv").write_text("".join(kept) + lines[3][:15])  # ...and half a row, as if killed mid-write
     calls = []
-    original = evaluate.bicubic_upscale
-    evaluate.bicubic_upscale = lambda img, scale: calls.append(img.size) or original(img, scale)
+    original = methods.BicubicUpscaler.__call__
+    methods.BicubicUpscaler.__call__ = lambda self, lr, *a, **k: calls.append(lr.shape) or original(self, lr, *a, **k)
     try:
-        evaluate.evaluate(args)
+        _evaluate(args)
     finally:
-        evaluate.bicubic_upscale = original
+        methods.BicubicUpscaler.__call__ = original
     rows = _rows(out)
     keys = [(r["method"], r["image"]) for r in rows]
     assert len(keys) == len(set(keys)) == 6  # complete, no duplicates, the torn row dropped
@@ -111,9 +123,9 @@ def test_resume_skips_finished_rows_and_survives_a_torn_line(tmp_path, bank):
 
 def test_resume_refuses_a_different_scale(tmp_path):
     hr = _hr_folder(tmp_path, 1)
-    evaluate.evaluate(_args(data=hr, out=tmp_path / "o", methods="bicubic"))
+    _evaluate(_args(data=hr, out=tmp_path / "o", methods="bicubic"))
     with pytest.raises(UserError, match="scale = 2, not 4"):
-        evaluate.evaluate(_args(data=hr, out=tmp_path / "o", methods="bicubic", scale=4))
+        _evaluate(_args(data=hr, out=tmp_path / "o", methods="bicubic", scale=4))
 
 
 def test_empty_folder_is_a_one_line_cli_error(tmp_path, capsys):
@@ -130,10 +142,10 @@ def test_mismatched_pairs(tmp_path):
     lr.mkdir()
     Image.open(hr / "img0.png").resize((20, 20)).save(lr / "img0.png")  # 40 px HR / 2: a good pair
     with pytest.raises(UserError, match="1 of 2 HR images have no LR image"):
-        evaluate.evaluate(_args(data=hr, lr_data=lr, out=tmp_path / "o", methods="bicubic"))
+        _evaluate(_args(data=hr, lr_data=lr, out=tmp_path / "o", methods="bicubic"))
     Image.new("RGB", (30, 30)).save(lr / "img1.png")  # wrong size for 42 px HR at 2x: reported, skipped
     with pytest.warns(UserWarning, match="does not match HR"):
-        summary = evaluate.evaluate(_args(data=hr, lr_data=lr, out=tmp_path / "o2", methods="bicubic"))
+        summary = _evaluate(_args(data=hr, lr_data=lr, out=tmp_path / "o2", methods="bicubic"))
     assert summary["n_images"] == 1 and "img1.png" in summary["skipped"]
 
 
@@ -146,7 +158,7 @@ def test_odd_tiny_grey_and_corrupt_images_do_not_stop_the_run(tmp_path):
     Image.new("RGB", (4, 40)).save(d / "thin.png")  # 2 LR pixels wide: nothing left after the border crop
     (d / "corrupt.png").write_bytes(b"\x89PNG broken")
     with pytest.warns(UserWarning):
-        summary = evaluate.evaluate(_args(data=d, out=tmp_path / "o", methods="bicubic"))
+        summary = _evaluate(_args(data=d, out=tmp_path / "o", methods="bicubic"))
     assert summary["n_images"] == 2 and set(summary["skipped"]) == {"tiny.png", "thin.png", "corrupt.png"}
     odd = next(r for r in _rows(tmp_path / "o") if r["image"] == "odd.png")
     assert (odd["width"], odd["height"]) == ("40", "36")  # cropped to a multiple of 2
@@ -154,29 +166,37 @@ def test_odd_tiny_grey_and_corrupt_images_do_not_stop_the_run(tmp_path):
     only_bad.mkdir()
     (only_bad / "corrupt.png").write_bytes(b"junk")
     with pytest.raises(UserError, match="no image could be evaluated"), pytest.warns(UserWarning):
-        evaluate.evaluate(_args(data=only_bad, out=tmp_path / "o3", methods="bicubic"))
+        _evaluate(_args(data=only_bad, out=tmp_path / "o3", methods="bicubic"))
 
 
 class FakePipe:
-    """Stands in for sr3.load(): bicubic plus noise that shrinks with the number of steps and the temperature."""
+    """Stands in for a loaded model: bicubic plus noise that shrinks with the number of steps and the temperature."""
 
     def __init__(self, scale=2, objective="diffusion"):
         self.scale = scale
-        self.config = SimpleNamespace(objective=objective)
+        self.config = SimpleNamespace(diffusion=SimpleNamespace(objective=objective))
+        self.sampling = SamplingConfig()
 
-    def upscale(self, img, *, sampler, steps, seed, temperature=1.0):
-        up = np.asarray(evaluate.bicubic_upscale(img, self.scale), dtype=np.float64)
-        rng = np.random.default_rng(seed)
-        noise = temperature * rng.normal(0, 20.0 / steps * (2 if sampler == "ddpm" else 1), up.shape)
-        return Image.fromarray(np.clip(up + noise, 0, 255).round().astype(np.uint8))
+    def settings(self, sampling=None, **overrides):
+        return dataclasses.replace(sampling or self.sampling, **overrides)
+
+    def upscale_tensor(self, lr, *, seed, sampling, progress=None, callback=None):
+        up = methods.BicubicUpscaler(self.scale)(lr, seed)
+        rng = np.random.default_rng(seed[0])
+        noise = sampling.temperature * rng.normal(0, 20.0 / sampling.steps * (2 if sampling.sampler == "ddpm" else 1),
+                                                  up.shape) / 127.5
+        return (up + torch.from_numpy(noise).float()).clamp(-1, 1)
+
+    def count_evaluations(self, h, w, sampling):
+        return sampling.steps
 
 
 def test_diffusion_and_regression_methods_and_step_curves(tmp_path, monkeypatch):
-    monkeypatch.setattr(sr3, "load", lambda path: FakePipe(objective="regression" if path.name == "reg" else "diffusion"),
-                        raising=False)
+    monkeypatch.setattr(methods, "load", lambda path, **kw: FakePipe(objective="regression" if path.name == "reg"
+                                                                      else "diffusion"))
     hr = _hr_folder(tmp_path, 2)
     out = tmp_path / "o"
-    summary = evaluate.evaluate(_args(data=hr, out=out, methods="bicubic,regression,sr3", model=tmp_path / "diff",
+    summary = _evaluate(_args(data=hr, out=out, methods="bicubic,regression,sr3", model=tmp_path / "diff",
                                       regression_model=tmp_path / "reg", steps=10, steps_curve="2,8",
                                       curve_samplers="ddim,ddpm", feature_extractor="random"))
     assert set(summary["methods"]) == {"bicubic", "regression", "sr3"}
@@ -186,37 +206,51 @@ def test_diffusion_and_regression_methods_and_step_curves(tmp_path, monkeypatch)
     assert len(_rows(out)) == 2 * (3 + 4)
     html = (out / "report.html").read_text()
     assert "Quality vs sampling steps" in html and html.count("data:image/png") > 4
-    with pytest.raises(UserError, match="upscales 2x but --scale is 4"):
-        evaluate.make_method("sr3", _args(scale=4), pipe=FakePipe())
+    with pytest.raises(UserError, match="upscales 2x, not 4x"):
+        _evaluate(_args(data=hr, out=tmp_path / "o2", methods="sr3", model=tmp_path / "diff", scale=4))
     with pytest.raises(UserError, match="--objective regression"):
-        evaluate.make_method("regression", _args(), pipe=FakePipe())
-    with pytest.raises(UserError, match="pass --model"):
-        evaluate.evaluate(_args(data=hr, out=tmp_path / "o2", methods="sr3"))
+        _evaluate(_args(data=hr, out=tmp_path / "o2", methods="regression", regression_model=tmp_path / "diff"))
 
 
 def test_temperatures_give_one_row_each_and_resume_refuses_other_sampling(tmp_path, monkeypatch):
-    monkeypatch.setattr(sr3, "load", lambda path: FakePipe(), raising=False)
+    monkeypatch.setattr(methods, "load", lambda path, **kw: FakePipe())
     hr = _hr_folder(tmp_path, 2)
     out = tmp_path / "o"
-    summary = evaluate.evaluate(_args(data=hr, out=out, methods="bicubic,sr3", model=tmp_path / "diff", steps=2,
-                                      temperature="0,0.5,1"))
+    summary = _evaluate(_args(data=hr, out=out, methods="bicubic,sr3", model=tmp_path / "diff", steps=2,
+                                      temperatures="0,0.5,1"))
     assert set(summary["methods"]) == {"bicubic", "sr3@t0", "sr3@t0.5", "sr3@t1"}
     psnr = {k: v["metrics"]["psnr_rgb"]["mean"] for k, v in summary["methods"].items()}
     assert psnr["sr3@t0"] == pytest.approx(psnr["bicubic"])  # no noise at all: the fake's mean, bicubic
     assert psnr["sr3@t0"] > psnr["sr3@t0.5"] > psnr["sr3@t1"]
     assert summary["methods"]["sr3@t0.5"]["temperature"] == 0.5
-    with pytest.raises(UserError, match=r"sr3@t0 rows were sampled with \['ddim', 2, 0.0\].*not \['ddim', 5, 0.0\]"):
-        evaluate.evaluate(_args(data=hr, out=out, methods="sr3", model=tmp_path / "diff", steps=5,
-                                temperature="0,0.5,1"))
+    with pytest.raises(UserError, match=r"sr3@t0 rows were sampled with .*'steps': 2.*not .*'steps': 5"):
+        _evaluate(_args(data=hr, out=out, methods="sr3", model=tmp_path / "diff", steps=5,
+                        temperatures="0,0.5,1"))
     with pytest.raises(UserError, match="outside"):
-        evaluate.evaluate(_args(data=hr, out=tmp_path / "o2", methods="sr3", model=tmp_path / "d", temperature="2"))
+        _evaluate(_args(data=hr, out=tmp_path / "o2", methods="sr3", model=tmp_path / "d", temperatures="2"))
 
 
-def test_make_method_for_the_upscale_cli(bank):
+def test_the_method_registry_builds_classic_methods(bank):
     lr = shapes_image(3, 16)
-    bic = evaluate.make_method("bicubic", argparse.Namespace(scale=3))
-    assert bic.name == "bicubic" and bic(lr).size == (48, 48)
-    r = evaluate.make_method("raisr", argparse.Namespace(scale=2, model=bank))
-    assert r.scale == 2 and r(lr).size == (32, 32)
+    bic = methods.build_method("bicubic", methods.MethodOptions(scale=3))
+    assert bic.name == "bicubic" and bic.upscale_pil(lr).size == (48, 48)
+    r = methods.build_method("raisr", methods.MethodOptions(scale=2, model_dirs={"raisr": bank}))
+    assert r.scale == 2 and r.upscale_pil(lr).size == (32, 32)
     with pytest.raises(UserError, match="unknown method"):
-        evaluate.make_method("nearest", argparse.Namespace(scale=2))
+        methods.build_method("nearest", methods.MethodOptions(scale=2))
+
+
+def test_an_external_output_folder_is_scored_like_a_builtin_method(tmp_path):
+    hr = _hr_folder(tmp_path, 2)
+    outputs = tmp_path / "other_tool"
+    outputs.mkdir()
+    for f in sorted(hr.iterdir()):  # "another upscaler": the HR image off by at most 2 grey levels, as TIFF
+        arr = np.asarray(Image.open(f).convert("RGB")).astype(np.int16)
+        Image.fromarray(np.clip(arr + 2, 0, 255).astype(np.uint8)).save(outputs / (f.stem + ".tif"))
+    summary = _evaluate(_args(data=hr, out=tmp_path / "o", methods=f"bicubic,mine={outputs}"))
+    assert set(summary["methods"]) == {"bicubic", "mine"} and summary["methods"]["mine"]["n_images"] == 2
+    assert summary["methods"]["mine"]["metrics"]["psnr_rgb"]["mean"] >= 20 * np.log10(255 / 2) - 0.01  # 42.1 dB
+    (outputs / "img1.tif").unlink()
+    with pytest.warns(UserWarning, match="no output for img1.png"):
+        summary = _evaluate(_args(data=hr, out=tmp_path / "o2", methods=f"mine={outputs}"))
+    assert summary["methods"]["mine"]["n_images"] == 1

@@ -1,6 +1,5 @@
 """RAISR: hashing, save/load, training, and that it beats bicubic on held-out images."""
 
-import argparse
 import json
 import math
 
@@ -10,6 +9,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from sr3 import metrics, raisr
+from sr3.cli import main
 from sr3.degradation import downsample, upsample
 from sr3.errors import UserError
 from sr3.imageio import pil_to_tensor, tensor_to_pil
@@ -125,7 +125,10 @@ def test_load_errors_are_one_line_user_errors(trained, tmp_path):
         raisr.load_raisr(None, 5)
     (tmp_path / "config.json").write_text("{not json")
     (tmp_path / "filters.safetensors").write_bytes(b"")
-    with pytest.raises(UserError, match="not a valid RAISR config"):
+    with pytest.raises(UserError, match="config.json: not valid JSON"):
+        raisr.load_raisr(tmp_path)
+    (tmp_path / "config.json").write_text('{"scale": 2, "colour": 1}')
+    with pytest.raises(UserError, match=r"config.json: unknown RAISRConfig field\(s\) \['colour'\]"):
         raisr.load_raisr(tmp_path)
 
 
@@ -145,15 +148,10 @@ def test_cli_training_entry_point(tmp_path):
     for i in range(2):
         shapes_image(i, 48).save(data / f"{i}.png")
     (data / "broken.jpg").write_bytes(b"not an image")  # reported and skipped, not fatal
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--data")
-    parser.add_argument("--out")
-    parser.add_argument("--scale", type=int)
-    raisr.add_train_arguments(parser)
-    args = parser.parse_args(["--data", str(data), "--out", str(tmp_path / "bank"), "--scale", "3",
-                              "--raisr-patches", "2000", "--raisr-filter-size", "5"])
+    argv = ["train", "--method", "raisr", "--data", str(data), "--out", str(tmp_path / "bank"), "--data.scale", "3",
+            "--raisr.max-patches-per-image", "2000", "--raisr.filter-size", "5", "--no-progress"]
     with pytest.warns(UserWarning, match="broken.jpg"):
-        assert raisr.main_train(args) == 0
+        assert main(argv) == 0
     assert raisr.load_raisr(tmp_path / "bank", 3).config.filter_size == 5
 
 

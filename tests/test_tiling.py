@@ -19,7 +19,7 @@ def test_blend_weights_are_positive_and_ramp_only_inside_the_image():
 def test_tiled_equals_untiled_when_the_image_fits_one_tile(tiny_model_dir):
     pipe = sr3.load(tiny_model_dir)
     lr = torch.rand(1, 3, 12, 16) * 2 - 1
-    untiled = pipe.upscale_tensor(lr, steps=4, seed=1, tile=None)
+    untiled = pipe.upscale_tensor(lr, steps=4, seed=1, tile=0)
     tiled = pipe.upscale_tensor(lr, steps=4, seed=1, tile=64)
     assert torch.equal(untiled, tiled)
 

@@ -7,9 +7,8 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from sr3.data import ImageFolderDataset, make_sr_pair
-from sr3.diffusion import Conditioning
+from sr3.diffusion import Conditioning, make_denoiser
 from sr3.errors import UserError
-from sr3.losses import diffusion_loss
 from sr3.schedules import training_gammas
 from sr3.train import step_generator, train
 from sr3.unet import UNet
@@ -29,7 +28,8 @@ def test_training_lowers_the_loss_on_a_fixed_batch(image_folder):
     gammas = training_gammas(config.diffusion)
 
     def loss_at(seed):
-        return diffusion_loss(model, batch.hr, cond, config.diffusion, gammas, torch.Generator().manual_seed(seed))
+        denoiser = make_denoiser(model, config.diffusion, cond, batched=True)
+        return denoiser.loss(batch.hr, gammas, torch.Generator().manual_seed(seed))
     with torch.no_grad():
         before = sum(loss_at(s).item() for s in range(8)) / 8
     for step in range(60):

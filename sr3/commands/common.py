@@ -1,0 +1,51 @@
+"""Flags and helpers shared by several commands."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from ..config import SamplingConfig, add_dataclass_arguments, flag_values
+from ..errors import UserError
+
+
+def add_sampling_arguments(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    """--sampler, --steps, --schedule, --eta, --temperature, --tile, --overlap, --network-batching,
+    generated from :class:`SamplingConfig`; a flag not given keeps the model's (or cascade stage's) setting."""
+    add_dataclass_arguments(parser, SamplingConfig, title="sampling (default: the model's own settings)", skip=skip)
+
+
+def sampling_flags(args: argparse.Namespace) -> dict:
+    """The SamplingConfig fields given on the command line, validated (out-of-range -> one-line error)."""
+    values = flag_values(SamplingConfig, args)
+    SamplingConfig(**values)  # range checks now, before any model is loaded
+    return values
+
+
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (default: cpu)")
+
+
+def check_device(name: str) -> str:
+    """A device the installed torch can use, or a one-line UserError."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise UserError(f"--device {name}: not a device name; use cpu or cuda[:N]") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: this PyTorch build has no usable CUDA device; use --device cpu")
+    if device.type not in ("cpu", "cuda"):
+        raise UserError(f"--device {name}: only cpu and cuda are supported")
+    return name
+
+
+def check_seed(seed: int) -> int:
+    if not 0 <= seed < 2 ** 63:
+        raise UserError(f"--seed {seed} must lie in [0, 2**63)")
+    return seed
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)

@@ -1,0 +1,89 @@
+"""``sr3 sweep``: try conditioning-augmentation levels of a cascade on validation data (CDM Sec. 4.3)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from ..atomic import write_json
+from ..augment import level_is_valid
+from ..cascade import load_cascade
+from ..errors import UserError
+from ..fmnist_classifier import load_classifier_extractor
+from ..labelled_data import LabelledDataset
+from ..metrics import RandomConvExtractor, distribution_scores, extract_features
+from .common import add_device_argument, add_sampling_arguments, check_device, check_seed, sampling_flags
+
+
+def add_parser(subparsers) -> None:
+    s = subparsers.add_parser("sweep", help="try conditioning-augmentation levels of a cascade on validation data")
+    s.add_argument("--cascade", required=True, type=Path)
+    s.add_argument("--data", required=True, type=Path, help="labelled validation data (IDX folder or class folders)")
+    s.add_argument("--split", default="test", choices=["train", "test"], help="IDX split used as validation set")
+    s.add_argument("--levels", type=float, nargs="+", default=[0.0, 0.1, 0.2, 0.3, 0.5],
+                   help="augmentation levels s in [0, 1) to try on the last SR stage")
+    s.add_argument("--modes", nargs="+", choices=["non-truncated", "truncated"], default=["non-truncated"])
+    s.add_argument("--n-per-class", type=int, default=10, help="generated images per class and setting, >= 1")
+    s.add_argument("--metric", choices=["fd", "kid", "is"], default="fd",
+                   help="fd = Frechet distance (lower is better), kid (lower), is = Inception-style score (higher)")
+    s.add_argument("--classifier", type=Path, help="feature network: a Fashion-MNIST classifier directory "
+                   "(sr3/fmnist_classifier.py); default: a seeded random conv net (uncalibrated)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", type=Path, help="write the results as JSON here")
+    # many small images: batch the network over images unless --network-batching says otherwise
+    add_sampling_arguments(s)
+    add_device_argument(s)
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    for level in args.levels:
+        if not level_is_valid(level):
+            raise UserError(f"--levels: {level} must lie in [0, 1)")
+    if args.n_per_class < 1:
+        raise UserError("--n-per-class must be >= 1")
+    check_seed(args.seed)
+    sampling = {"network_batching": "batched", **sampling_flags(args)}
+    cascade = load_cascade(args.cascade, check_device(args.device), sampling_overrides=sampling)
+    if cascade.base is None:
+        raise UserError(f"{args.cascade}: sweep needs a cascade with a base stage")
+    last = len(cascade.stages) - 1
+    if cascade.stages[last].is_base:
+        raise UserError(f"{args.cascade}: sweep needs at least one SR stage after the base")
+    real = LabelledDataset(args.data, cascade.stages[-1].resolution,
+                           channels=cascade.stages[-1].config.model.image_channels, split=args.split)
+    extractor = load_classifier_extractor(args.classifier) if args.classifier else RandomConvExtractor()
+    n_classes = max(1, cascade.base.config.model.num_classes)
+    labels = torch.arange(n_classes).repeat_interleave(args.n_per_class)
+    seeds = [args.seed + k for k in range(len(labels))]
+    real_feats, _ = extract_features(extractor, real.images_at(torch.arange(min(len(real), 2000))).add(1).div(2))
+    progress = tqdm(unit="eval", disable=args.no_progress, file=sys.stderr)
+    cc = cascade.base.config.model.num_classes > 0
+    base_images = None
+    rows = []
+    for mode in args.modes:
+        for level in args.levels:
+            trial = cascade.with_config(cascade.config.with_stage(last, aug_level=level,
+                                                                  truncated=(mode == "truncated")))
+            outs = trial.generate(labels if cc else None, seeds, progress=lambda: progress.update(1),
+                                  base_images=base_images if last == 1 else None)
+            if mode == "non-truncated":
+                base_images = outs[0]
+            feats, logits = extract_features(extractor, outs[-1].add(1).div(2))
+            sc = distribution_scores(real_feats, feats, extractor=extractor.name, fake_logits=logits,
+                                     kid_subset_size=min(100, len(feats)), kid_subsets=20)
+            rows.append({"mode": mode, "level": level, "fd": sc.fid, "kid": sc.kid_mean, "is": sc.is_mean})
+            print(f"{mode:>13}  s={level:<5}  fd={sc.fid:8.3f}  kid={sc.kid_mean:.4f}  is={sc.is_mean:.3f}")
+    progress.close()
+    sign = -1 if args.metric == "is" else 1
+    best = min(rows, key=lambda r: sign * r[args.metric])
+    print(f"best by {args.metric}: {best['mode']} s={best['level']} ({args.metric} = {best[args.metric]:.4f}); "
+          f"features: {extractor.name}")
+    if args.out:
+        write_json(args.out, {"features": extractor.name, "metric": args.metric, "rows": rows, "best": best})
+    return 0

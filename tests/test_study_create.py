@@ -13,6 +13,7 @@ from PIL import Image
 
 from sr3.cli import main
 from sr3.errors import UserError
+from sr3.study import create as create_module
 from sr3.study import design
 from sr3.study.config import StudyConfig
 from sr3.study.create import create_study, encode_png, parse_methods
@@ -144,6 +145,8 @@ def test_lr_folder_is_used_for_the_reference_task(tmp_path):
     ("noscale", "needs the LR input"),
     ("badname", "method names are"),
     ("baddir", "no such folder"),
+    ("outdir", "is a folder; give --out a new file name"),
+    ("outroot", "is a folder; give --out a new file name"),
 ])
 def test_user_errors(tmp_path, case, message):
     dirs = make_folders(tmp_path, ["m"], n_images=2)
@@ -162,6 +165,10 @@ def test_user_errors(tmp_path, case, message):
         kwargs["tasks"] = ("reference",)
     elif case == "baddir":
         methods = {"m": tmp_path / "missing"}
+    elif case == "outdir":
+        out = tmp_path
+    elif case == "outroot":
+        out = "/"
     with pytest.raises(UserError, match=message), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "no output for ..." precedes the error in the nomatch case
         if case == "badname":
@@ -169,6 +176,8 @@ def test_user_errors(tmp_path, case, message):
         create_study(dirs["reference"], methods, out, **kwargs)
     if case == "exists":
         assert out.read_bytes() == b"answers!"  # never overwritten
+    elif case.startswith("out"):
+        assert not list(tmp_path.glob(".*.tmp"))
     else:
         assert not out.exists() and not list(tmp_path.glob(".s.db.*"))
 
@@ -318,3 +327,19 @@ def test_create_warns_when_too_small_to_avoid_repeats(tmp_path):
                                          "each rater gets 3 method \\+ 1 catch trials"):
         summary = create_study(dirs["reference"], {"a": dirs["a"], "b": dirs["b"]}, tmp_path / "s.db")
     assert summary["trials_per_rater"] == 4
+
+
+def test_a_study_that_appears_during_the_build_is_not_overwritten(tmp_path, monkeypatch):
+    dirs = make_folders(tmp_path, ["a"], n_images=2)
+    out = tmp_path / "s.db"
+    real_store = create_module._store_trials
+
+    def store_then_race(*args):
+        real_store(*args)
+        out.write_bytes(b"another study's answers")  # a second `create` finished first
+
+    monkeypatch.setattr(create_module, "_store_trials", store_then_race)
+    with pytest.raises(UserError, match="already exists"):
+        create_study(dirs["reference"], {"a": dirs["a"]}, out, trials_per_rater=1)
+    assert out.read_bytes() == b"another study's answers"
+    assert not list(tmp_path.glob(".s.db.*"))

@@ -138,5 +138,9 @@ def check_number(name: str, value, low: float, high: float, hint: str = "", *,
     ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
           and (value > low if open_low else value >= low) and (value < high if open_high else value <= high))
     if not ok:
-        bounds = f"{'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
+        bounds = f"{'(' if open_low else '['}{_plain(low)}, {_plain(high)}{')' if open_high else ']'}"
         raise UserError(f"{name} {value!r}: must be a finite number in {bounds}{'; ' + hint if hint else ''}")
+
+
+def _plain(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"

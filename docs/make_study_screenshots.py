@@ -74,7 +74,7 @@ def rater_screenshot(work: Path) -> None:
     refs = references(work / "reference", 4)
     dirs = method_outputs(refs, work)
     db = work / "rater.db"
-    create_study(work / "reference", dirs, db, tasks=("reference",), scale=SCALE, trials_per_rater=4,
+    create_study(work / "reference", dirs, db, tasks=("reference",), scale=SCALE, trials_per_rater=3,
                  catch_rate=0.25, display_seconds=0)  # 0: the images stay for the screenshot
     with ServerProcess(db) as server, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM,

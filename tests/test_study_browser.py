@@ -35,7 +35,7 @@ def truth(db) -> dict[str, tuple[str, str, str | None]]:
 
 def test_rater_page_in_chromium(tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api")
-    dirs = make_folders(tmp_path, ["A", "B"], n_images=4, size=240)  # a pair is wider than a phone
+    dirs = make_folders(tmp_path, ["A", "B"], n_images=5, size=240)  # a pair is wider than a phone
     db = tmp_path / "study.db"
     # 4 method trials + 1 catch; a short display time so the hiding is observed quickly.
     create_study(dirs["reference"], {"A": dirs["A"], "B": dirs["B"]}, db, trials_per_rater=4, catch_rate=0.25,

@@ -1,8 +1,8 @@
 """How the study's images are encoded: once at create time, and again for each rater session.
 
 At create time every image is decoded to 8-bit RGB (which drops EXIF, ICC
-profiles, text chunks and the file name) and written as PNG with
-``compress_level=0`` (:func:`encode_png`).  Uncompressed PNG of a given size has
+profiles, text chunks and the file name) and written as uncompressed PNG
+(:func:`encode_png`).  Uncompressed PNG of a given size has
 a byte length fixed by its dimensions alone, so the two images of a trial are
 identical in format, size, encoder settings *and* length: the network panel
 cannot hint that a blurrier image (which would compress better) is the model's.
@@ -25,19 +25,35 @@ import hashlib
 import hmac
 import io
 import secrets
+import struct
+import zlib
 
 import numpy as np
 from PIL import Image
 
 SERVE_KEY_BYTES = 32
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def encode_png(img: Image.Image) -> bytes:
-    """Canonical encoding for every stored and served image (see module docstring)."""
-    clean = Image.fromarray(np.asarray(img.convert("RGB"), dtype=np.uint8), mode="RGB")  # no .info carried over
-    buf = io.BytesIO()
-    clean.save(buf, format="PNG", compress_level=0)
-    return buf.getvalue()
+    """Canonical encoding for every stored and served image (see module docstring).
+
+    8-bit RGB, no filtering, one IDAT chunk of stored (uncompressed) deflate
+    blocks, and nothing but IHDR, IDAT and IEND: what Pillow writes with
+    ``compress_level=0``, minus its per-row filter search, which made serving
+    a 3 MP photo take 0.3 s instead of 0.03 s.
+    """
+    pixels = np.asarray(img.convert("RGB"), dtype=np.uint8)  # no .info carried over
+    height, width, _ = pixels.shape
+    rows = np.zeros((height, 1 + 3 * width), dtype=np.uint8)  # each row: filter type 0, then RGB
+    rows[:, 1:] = pixels.reshape(height, 3 * width)
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit, truecolour, no interlace
+    return (PNG_SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(rows.tobytes(), 0))
+            + _chunk(b"IEND", b""))
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
 def new_serve_key() -> bytes:

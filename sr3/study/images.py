@@ -40,8 +40,9 @@ def encode_png(img: Image.Image) -> bytes:
 
     8-bit RGB, no filtering, one IDAT chunk of stored (uncompressed) deflate
     blocks, and nothing but IHDR, IDAT and IEND: what Pillow writes with
-    ``compress_level=0``, minus its per-row filter search, which made serving
-    a 3 MP photo take 0.3 s instead of 0.03 s.
+    ``compress_level=0``, without its per-row filter search, which makes
+    Pillow several times slower (``benchmarks/study_image_speed.py``); the
+    server encodes every image it serves.
     """
     pixels = np.asarray(img.convert("RGB"), dtype=np.uint8)  # no .info carried over
     height, width, _ = pixels.shape

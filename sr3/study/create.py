@@ -117,6 +117,18 @@ def create_study(reference: str | Path, methods: dict[str, Path], out: str | Pat
         rater_window_seconds=rater_window_seconds,
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **({"consent_text": consent_text} if consent_text else {}))
+    # The output is checked before any image is read.
+    out = str(out)
+    postgres = is_postgres_url(out)
+    final = Path(out)
+    if not postgres and (not final.name or final.is_dir()):
+        raise UserError(f"{out}: is a folder; give --out a new file name such as study.db")
+    if not postgres and final.exists():
+        raise UserError(f"{final}: already exists; choose another --out or delete it "
+                        "(a study database holds answers, sr3 never overwrites it)")
+    if not postgres and not final.parent.is_dir():
+        raise UserError(f"{final.parent}: no such folder; create it or choose another --out")
+    build_target = out if postgres else final.with_name(f".{final.name}.{secrets.token_hex(4)}.tmp")
     needs_lr = TASK_REFERENCE in tasks
     if needs_lr and lr is None and scale is None:
         raise UserError("--task reference needs the LR input: pass --lr DIR, or --scale N to make it "
@@ -126,13 +138,6 @@ def create_study(reference: str | Path, methods: dict[str, Path], out: str | Pat
     lrs = index_folder(Path(lr), "LR inputs") if (needs_lr and lr is not None) else None
     names = _match(refs, outputs)
 
-    out = str(out)
-    postgres = is_postgres_url(out)
-    final = Path(out)
-    build_target = out if postgres else final.with_name(f".{final.name}.{secrets.token_hex(4)}.tmp")
-    if not postgres and final.exists():
-        raise UserError(f"{final}: already exists; choose another --out or delete it "
-                        "(a study database holds answers, sr3 never overwrites it)")
     db = None
     try:
         db = StudyDB(build_target, create=True)
@@ -154,7 +159,7 @@ def create_study(reference: str | Path, methods: dict[str, Path], out: str | Pat
             tx.run("INSERT INTO meta (key, value) VALUES ('serve_key', ?)", (new_serve_key().hex(),))
         db.close()
         if not postgres:
-            os.replace(build_target, final)
+            _move_into_place(Path(build_target), final)
     except BaseException:
         if db is not None:
             db.close()
@@ -165,6 +170,21 @@ def create_study(reference: str | Path, methods: dict[str, Path], out: str | Pat
     return {"out": out, "images": len(blobs), "methods": list(methods), "tasks": list(tasks),
             "method_trials": pool_method, "catch_trials": len(pool) - pool_method,
             "trials_per_rater": n_method + n_catch}
+
+
+def _move_into_place(built: Path, final: Path) -> None:
+    """Rename ``built`` to ``final`` unless ``final`` appeared meanwhile (another create): never overwrite."""
+    try:
+        os.link(built, final)  # fails if final exists, atomically
+    except FileExistsError:
+        raise UserError(f"{final}: already exists (created while this study was built); choose another "
+                        "--out or delete it (a study database holds answers, sr3 never overwrites it)") from None
+    except OSError:  # a file system without hard links: check, then rename
+        if final.exists():
+            raise UserError(f"{final}: already exists; choose another --out or delete it") from None
+        os.replace(built, final)
+        return
+    built.unlink()
 
 
 def _match(refs: dict[str, Path], outputs: dict[str, dict[str, Path]]) -> list[str]:

@@ -252,6 +252,11 @@ def test_rate_limit_window_and_off_switch(tmp_path):
     create_study(dirs["reference"], {"m": dirs["m"]}, tmp_path / "s.db", trials_per_rater=1, raters_per_client=0)
     c = create_app(tmp_path / "s.db", None)
     assert all(TestClient(c).post("/api/consent", json={"consent": True}).status_code == 200 for _ in range(12))
+    # ... and `serve --raters-per-client` replaces the study's setting for one run.
+    c = create_app(tmp_path / "s.db", None, raters_per_client=2)
+    assert [TestClient(c).post("/api/consent", json={"consent": True}).status_code for _ in range(3)] == [200, 200, 429]
+    with pytest.raises(UserError, match="--raters-per-client -1"):
+        create_app(tmp_path / "s.db", None, raters_per_client=-1)
 
 
 def test_max_raters_must_not_be_negative(study):

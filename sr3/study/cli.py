@@ -52,6 +52,8 @@ def add_parser(subparsers) -> None:
                    help="token for /admin/status and /admin/export (default: $SR3_STUDY_ADMIN_TOKEN, "
                         "else a random one printed at start)")
     p.add_argument("--max-raters", type=int, metavar="N", help="refuse new raters after N (0 = admit none)")
+    p.add_argument("--raters-per-client", type=int, metavar="N",
+                   help="replace the study's limit of new raters per client address for this run (0 = no limit)")
     p.set_defaults(func=_serve)
 
     p = sub.add_parser("report", help="confusion rates, CIs, rater screening, chart")
@@ -93,7 +95,7 @@ def _serve(args: argparse.Namespace) -> int:
     if generated:
         token = secrets.token_urlsafe(18)
     serve(args.db, host=args.host, port=args.port, admin_token=token, max_raters=args.max_raters,
-          show_token=generated)
+          raters_per_client=args.raters_per_client, show_token=generated)
     return 0
 
 

@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import UserError
 from . import design
-from .config import QUESTIONS, check_integer
+from .config import MAX_RATERS_PER_CLIENT, QUESTIONS, check_integer
 from .db import RESPONSE_COLUMNS, StudyDB, load_raters, load_responses
 from .images import new_serve_key, session_copy
 from .ratelimit import ClientRateLimit, client_key
@@ -130,20 +130,25 @@ def _static_text(name: str) -> str:
 
 def create_app(db_path: str | Path, admin_token: str | None = None, *,
                max_body_bytes: int = MAX_BODY_BYTES, max_raters: int | None = None,
-               secure_cookie: bool = False) -> FastAPI:
+               raters_per_client: int | None = None, secure_cookie: bool = False) -> FastAPI:
     """The rater app for the study at ``db_path``; admin endpoints need ``admin_token``.
 
     ``max_raters``: None (no cap) or an integer >= 0 (0 admits no new rater,
-    e.g. to let the current ones finish).
+    e.g. to let the current ones finish).  ``raters_per_client``: None (the
+    study's setting) or an integer in [0, 1e6] that replaces it for this run
+    (0 = no limit), e.g. when raters turn out to share one address.
     """
     if max_raters is not None:
         check_integer("--max-raters", max_raters, 0, None, "0 = admit no new rater")
+    if raters_per_client is not None:
+        check_integer("--raters-per-client", raters_per_client, 0, MAX_RATERS_PER_CLIENT, "0 = no limit")
     db = StudyDB(db_path)
     db.enable_wal()
     config = db.config()
     # Studies made before session copies have no stored key: one per server run is as good.
     serve_key = db.serve_key() or new_serve_key()
-    new_raters = ClientRateLimit(config.raters_per_client, config.rater_window_seconds)
+    new_raters = ClientRateLimit(config.raters_per_client if raters_per_client is None else raters_per_client,
+                                 config.rater_window_seconds)
     display_ms = int(round(config.display_seconds * 1000))
     index_html = _static_text("index.html")
     static = {name: _static_text(name) for name in STATIC_FILES}
@@ -377,7 +382,8 @@ def is_loopback(host: str) -> bool:
 
 
 def serve(db_path: str | Path, host: str = "127.0.0.1", port: int = 8000, admin_token: str | None = None,
-          max_raters: int | None = None, log_level: str = "warning", show_token: bool = False) -> None:
+          max_raters: int | None = None, raters_per_client: int | None = None, log_level: str = "warning",
+          show_token: bool = False) -> None:
     """Run the study with uvicorn until interrupted.
 
     uvicorn's access log stays off (``log_level="warning"``): it would record
@@ -387,7 +393,8 @@ def serve(db_path: str | Path, host: str = "127.0.0.1", port: int = 8000, admin_
     if not is_loopback(host):
         warnings.warn(f"--host {host}: the study is reachable from the network; put it behind HTTPS "
                       "(a reverse proxy) so rater cookies and the admin token are not sent in clear text")
-    app = create_app(db_path, admin_token, max_raters=max_raters, secure_cookie=False)
+    app = create_app(db_path, admin_token, max_raters=max_raters, raters_per_client=raters_per_client,
+                     secure_cookie=False)
     _check_bindable(host, port)
     if show_token:
         print(f"admin token (generated): {admin_token}")

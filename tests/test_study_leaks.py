@@ -140,3 +140,35 @@ def test_no_rater_sees_a_photo_twice(tmp_path, tasks, n_images, per_rater, catch
         kinds = [kind for idx, _, kind in per_rater_rows if idx == k]
         assert len(names) == len(set(names)) == n_method + n_catch, k
         assert kinds.count("catch") == n_catch
+
+
+def near_duplicate_rater(c: TestClient, seen: list[np.ndarray]) -> list[tuple[str, str, bool]]:
+    """Like :func:`byte_comparing_rater`, but an image "was seen" if it is within 2 grey levels of one."""
+    state = c.post("/api/consent", json={"consent": True}).json()
+    answers = []
+    while not state["done"]:
+        trial = state["trial"]
+        pixels = {side: np.asarray(Image.open(io.BytesIO(c.get(trial[side]).content)), dtype=int)
+                  for side in ("left", "right")}
+        repeated = [side for side in ("left", "right")
+                    if any(p.shape == pixels[side].shape and np.abs(p - pixels[side]).max() <= 2 for p in seen)]
+        choice = repeated[0] if len(repeated) == 1 else "left"
+        answers.append((trial["id"], choice, len(repeated) == 1))
+        seen += [pixels["left"], pixels["right"]]
+        state = c.post("/api/answer", json={"trial": trial["id"], "choice": choice, "rt_ms": 500}).json()["state"]
+    return answers
+
+
+def test_approximate_comparison_gains_nothing_within_a_session_but_does_across(small_study):
+    """The documented limit: no photo repeats within a session, so even a pixel-distance
+    comparison finds nothing there; across two sessions it recognises the real photo."""
+    app = create_app(small_study, None)
+    seen: list = []
+    first = near_duplicate_rater(TestClient(app), seen)
+    second = near_duplicate_rater(TestClient(app), seen)
+    truth = dict(rows(small_study, "SELECT a.id, t.real_side FROM assignments a JOIN trials t ON t.id = a.trial_id"))
+    assert [informative for _, _, informative in first] == [False] * 6
+    informed = [truth[a] == choice for a, choice, informative in second if informative]
+    # The first session saw all 6 photos (4 method + 2 catch trials), so every trial of the second
+    # shows a photo seen before, next to another image: the near-copy is the real one, each time.
+    assert len(informed) == len(second) == 6 and all(informed)

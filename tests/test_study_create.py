@@ -17,6 +17,8 @@ from sr3.study import create as create_module
 from sr3.study import design
 from sr3.study.config import StudyConfig
 from sr3.study.create import create_study, encode_png, parse_methods
+from sr3.study.report import write_report
+from sr3.study.server import create_app
 from sr3.study.testing import make_folders
 
 
@@ -293,7 +295,6 @@ def test_a_damaged_config_is_a_one_line_error_at_serve_and_report(tmp_path, caps
     con.commit()
     con.close()
     assert "Infinity" in rows(db, "SELECT value FROM meta WHERE key = 'config'")[0][0]
-    from sr3.study.server import create_app
     with pytest.raises(UserError, match="invalid study config .*--display-seconds inf"):
         create_app(db, None)
     assert main(["study", "report", str(db), "--out", str(tmp_path / "r")]) == 2
@@ -302,7 +303,6 @@ def test_a_damaged_config_is_a_one_line_error_at_serve_and_report(tmp_path, caps
 
 
 def test_report_refuses_bad_numbers(tmp_path):
-    from sr3.study.report import write_report
     dirs = make_folders(tmp_path, ["a"], n_images=2)
     db = tmp_path / "s.db"
     create_study(dirs["reference"], {"a": dirs["a"]}, db, trials_per_rater=1)

@@ -132,9 +132,10 @@ def test_no_rater_sees_a_photo_twice(tmp_path, tasks, n_images, per_rater, catch
                      trials_per_rater=per_rater, catch_rate=catch_rate)
     app = create_app(db, None)
     for k in range(12):  # each from its own address: the per-client limit is not what is tested here
-        assert TestClient(app, client=(f"192.0.2.{k}", 1000)).post("/api/consent", json={"consent": True}).status_code == 200
-    per_rater_rows = rows(db, "SELECT r.idx, t.image_name, t.kind FROM assignments a JOIN raters r ON r.id = a.rater_id "
-                              "JOIN trials t ON t.id = a.trial_id")
+        rater = TestClient(app, client=(f"192.0.2.{k}", 1000))
+        assert rater.post("/api/consent", json={"consent": True}).status_code == 200
+    per_rater_rows = rows(db, "SELECT r.idx, t.image_name, t.kind FROM assignments a "
+                              "JOIN raters r ON r.id = a.rater_id JOIN trials t ON t.id = a.trial_id")
     for k in range(12):
         names = [name for idx, name, _ in per_rater_rows if idx == k]
         kinds = [kind for idx, _, kind in per_rater_rows if idx == k]

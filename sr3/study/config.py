@@ -90,7 +90,7 @@ class StudyConfig:
         if not self.methods or not all(isinstance(m, str) and m for m in self.methods):
             raise UserError(f"--methods {list(self.methods)}: give at least one NAME=DIR")
         check_number("--display-seconds", self.display_seconds, 0, MAX_DISPLAY_SECONDS,
-                "0 = until answered; the paper uses 3")
+                     "0 = until answered; the paper uses 3")
         check_integer("--trials-per-rater", self.trials_per_rater, 1, MAX_TRIALS_PER_RATER)
         check_number("--catch-rate", self.catch_rate, 0, 1, "e.g. 0.1; 0 = no catch trials", open_high=True)
         check_integer("--seed", self.seed, 0, SEED_LIMIT - 1)
@@ -99,7 +99,7 @@ class StudyConfig:
         check_number("--min-catch-pass", self.min_catch_pass, 0, 1, "e.g. 0.8")
         check_integer("--raters-per-client", self.raters_per_client, 0, MAX_RATERS_PER_CLIENT, "0 = no limit")
         check_number("--rater-window-seconds", self.rater_window_seconds, 0, MAX_RATER_WINDOW_SECONDS,
-                "e.g. 3600", open_low=True)
+                     "e.g. 3600", open_low=True)
         check_integer("n_images", self.n_images, 0, None)
         if self.schema_version != SCHEMA_VERSION:
             raise UserError(f"study schema version {self.schema_version!r}: this sr3 reads version "
@@ -133,7 +133,7 @@ def check_integer(name: str, value, low: int, high: int | None, hint: str = "") 
 
 
 def check_number(name: str, value, low: float, high: float, hint: str = "", *,
-            open_low: bool = False, open_high: bool = False) -> None:
+                 open_low: bool = False, open_high: bool = False) -> None:
     """Raise a one-line :class:`UserError` unless ``value`` is a finite number in the range."""
     ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
           and (value > low if open_low else value >= low) and (value < high if open_high else value <= high))

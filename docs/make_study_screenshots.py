@@ -74,7 +74,7 @@ def rater_screenshot(work: Path) -> None:
     refs = references(work / "reference", 4)
     dirs = method_outputs(refs, work)
     db = work / "rater.db"
-    create_study(work / "reference", dirs, db, tasks=("reference",), scale=SCALE, trials_per_rater=4,
+    create_study(work / "reference", dirs, db, tasks=("reference",), scale=SCALE, trials_per_rater=3,
                  catch_rate=0.25, display_seconds=0)  # 0: the images stay for the screenshot
     with ServerProcess(db) as server, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM,
@@ -110,7 +110,8 @@ def report_chart(work: Path, n_raters: int = 30, seed: int = 0) -> dict:
             Image.fromarray(ref).save(d / f"{i}.png")
     db = work / "simulated.db"
     create_study(folders["reference"], {m: folders[m] for m in fool}, db, tasks=("camera", "reference"), scale=4,
-                 trials_per_rater=18, catch_rate=0.15, seed=seed)
+                 trials_per_rater=17, catch_rate=0.15, seed=seed,
+                 raters_per_client=0)  # all simulated raters come from one client: no per-client limit
     # The reference task is easier for raters (the input gives them a hint), as in the paper.
     harder = {"camera": 1.0, "reference": 0.8}
     app = create_app(db, None)

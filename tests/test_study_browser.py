@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sqlite3
 
+import httpx
 import pytest
 
 from sr3.study.create import create_study
@@ -35,7 +36,7 @@ def truth(db) -> dict[str, tuple[str, str, str | None]]:
 
 def test_rater_page_in_chromium(tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api")
-    dirs = make_folders(tmp_path, ["A", "B"], n_images=4, size=240)  # a pair is wider than a phone
+    dirs = make_folders(tmp_path, ["A", "B"], n_images=5, size=240)  # a pair is wider than a phone
     db = tmp_path / "study.db"
     # 4 method trials + 1 catch; a short display time so the hiding is observed quickly.
     create_study(dirs["reference"], {"A": dirs["A"], "B": dirs["B"]}, db, trials_per_rater=4, catch_rate=0.25,
@@ -92,6 +93,18 @@ def test_rater_page_in_chromium(tmp_path):
             mobile.goto(resume)
             mobile.wait_for_selector('body[data-screen="done"]')
             phone.close()
+
+            # Past the study's default limit of 5 new raters per client (2 so far, 3 more here),
+            # a new browser is refused and the page says why (and claims no saved answers).
+            for _ in range(3):
+                assert httpx.post(server.url + "/api/consent", json={"consent": True}).status_code == 200
+            late = browser.new_page()
+            late.goto(server.url + "/")
+            late.wait_for_selector('body[data-screen="consent"]')
+            late.click("#agree")
+            late.wait_for_selector('body[data-screen="error"]')
+            refused = late.inner_text("#error-text")
+            assert refused.startswith("too many new rater sessions from your network") and "saved" not in refused
         finally:
             browser.close()
 

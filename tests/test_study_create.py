@@ -13,9 +13,12 @@ from PIL import Image
 
 from sr3.cli import main
 from sr3.errors import UserError
+from sr3.study import create as create_module
 from sr3.study import design
 from sr3.study.config import StudyConfig
 from sr3.study.create import create_study, encode_png, parse_methods
+from sr3.study.report import write_report
+from sr3.study.server import create_app
 from sr3.study.testing import make_folders
 
 
@@ -101,7 +104,7 @@ def test_metadata_and_file_names_are_stripped(tmp_path):
     info.add_text("Title", "img0-secret-title")
     Image.open(dirs["m"] / "img0.png").save(dirs["m"] / "img0.png", pnginfo=info)
     db = tmp_path / "s.db"
-    create_study(dirs["reference"], {"m": dirs["m"]}, db, catch_rate=0)
+    create_study(dirs["reference"], {"m": dirs["m"]}, db, catch_rate=0, trials_per_rater=2)
     for (data,) in rows(db, "SELECT data FROM blobs"):
         assert png_chunks(data) == [b"IHDR", b"IDAT", b"IEND"]
         assert b"secret" not in data and b"img0" not in data
@@ -131,7 +134,8 @@ def test_lr_folder_is_used_for_the_reference_task(tmp_path):
     for i in range(2):
         Image.new("RGB", (8, 8), (i * 100, 0, 0)).save(lr / f"img{i}.png")
     db = tmp_path / "s.db"
-    create_study(dirs["reference"], {"m": dirs["m"]}, db, tasks=("reference",), lr=lr, catch_rate=0)
+    create_study(dirs["reference"], {"m": dirs["m"]}, db, tasks=("reference",), lr=lr, catch_rate=0,
+                 trials_per_rater=2)
     sizes = rows(db, "SELECT DISTINCT i.width, i.height FROM trials t JOIN images i ON i.id = t.middle_image")
     assert sizes == [(8, 8)]
 
@@ -143,6 +147,8 @@ def test_lr_folder_is_used_for_the_reference_task(tmp_path):
     ("noscale", "needs the LR input"),
     ("badname", "method names are"),
     ("baddir", "no such folder"),
+    ("outdir", "is a folder; give --out a new file name"),
+    ("outroot", "is a folder; give --out a new file name"),
 ])
 def test_user_errors(tmp_path, case, message):
     dirs = make_folders(tmp_path, ["m"], n_images=2)
@@ -161,6 +167,10 @@ def test_user_errors(tmp_path, case, message):
         kwargs["tasks"] = ("reference",)
     elif case == "baddir":
         methods = {"m": tmp_path / "missing"}
+    elif case == "outdir":
+        out = tmp_path
+    elif case == "outroot":
+        out = "/"
     with pytest.raises(UserError, match=message), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "no output for ..." precedes the error in the nomatch case
         if case == "badname":
@@ -168,6 +178,8 @@ def test_user_errors(tmp_path, case, message):
         create_study(dirs["reference"], methods, out, **kwargs)
     if case == "exists":
         assert out.read_bytes() == b"answers!"  # never overwritten
+    elif case.startswith("out"):
+        assert not list(tmp_path.glob(".*.tmp"))
     else:
         assert not out.exists() and not list(tmp_path.glob(".s.db.*"))
 
@@ -230,3 +242,104 @@ def test_encode_png_is_canonical():
     ea, eb = encode_png(a), encode_png(b)
     assert len(ea) == len(eb) and png_chunks(ea) == png_chunks(eb) == [b"IHDR", b"IDAT", b"IEND"]
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(ea))), np.asarray(a))  # lossless
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("display_seconds", float("inf"), r"--display-seconds inf: must be a finite number in \[0, 3600\]"),
+    ("display_seconds", float("nan"), "--display-seconds nan: must be a finite number"),
+    ("display_seconds", -1.0, "--display-seconds -1.0: must be"),
+    ("display_seconds", 1e9, "--display-seconds 1000000000.0: must be"),  # setTimeout would fire at once
+    ("trials_per_rater", 0, r"--trials-per-rater 0: must be an integer in \[1, "),
+    ("trials_per_rater", 2.5, "--trials-per-rater 2.5: must be an integer"),
+    ("catch_rate", 1.0, r"--catch-rate 1.0: must be a finite number in \[0, 1\)"),
+    ("catch_rate", float("nan"), "--catch-rate nan"),
+    ("seed", -1, r"--seed -1: must be an integer in \[0, 18446744073709551615\]"),
+    ("seed", 2**64, "--seed 18446744073709551616: must be"),
+    ("seed", True, "--seed True: must be an integer"),
+    ("scale", 1, "--scale 1: must be an integer in"),
+    ("scale", 0, "--scale 0: must be"),
+    ("min_catch_pass", float("inf"), "--min-catch-pass inf"),
+    ("raters_per_client", -1, "--raters-per-client -1"),
+    ("rater_window_seconds", 0.0, r"--rater-window-seconds 0.0: must be a finite number in \(0, "),
+    ("rater_window_seconds", float("inf"), "--rater-window-seconds inf"),
+    ("tasks", ("camera", "camera"), "--task"),
+    ("tasks", (), "--task"),
+    ("methods", (), "--methods"),
+    ("schema_version", 99, "study schema version 99"),
+])
+def test_config_range_checks(field, value, message):
+    with pytest.raises(UserError, match=message):
+        _config(**{field: value})
+
+
+@pytest.mark.parametrize("flag, value", [("--display-seconds", "inf"), ("--display-seconds", "nan"),
+                                         ("--display-seconds", "-1"), ("--seed", "-1"),
+                                         ("--raters-per-client", "-3"), ("--scale", "0")])
+def test_cli_create_refuses_bad_numbers_in_one_line(tmp_path, capsys, flag, value):
+    dirs = make_folders(tmp_path, ["a"], n_images=2)
+    out = tmp_path / "s.db"
+    code = main(["study", "create", "--reference", str(dirs["reference"]), "--methods", f"a={dirs['a']}",
+                 "--out", str(out), "--task", "both", flag, value])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith(f"sr3: error: {flag} ")
+    assert not out.exists() and not list(tmp_path.glob(".s.db.*"))
+
+
+def test_a_damaged_config_is_a_one_line_error_at_serve_and_report(tmp_path, capsys):
+    dirs = make_folders(tmp_path, ["a"], n_images=2)
+    db = tmp_path / "s.db"
+    create_study(dirs["reference"], {"a": dirs["a"]}, db, trials_per_rater=1)
+    con = sqlite3.connect(db)
+    con.execute("UPDATE meta SET value = replace(value, '\"display_seconds\": 3.0', '\"display_seconds\": Infinity') "
+                "WHERE key = 'config'")
+    con.commit()
+    con.close()
+    assert "Infinity" in rows(db, "SELECT value FROM meta WHERE key = 'config'")[0][0]
+    with pytest.raises(UserError, match="invalid study config .*--display-seconds inf"):
+        create_app(db, None)
+    assert main(["study", "report", str(db), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--display-seconds inf" in err
+
+
+def test_report_refuses_bad_numbers(tmp_path):
+    dirs = make_folders(tmp_path, ["a"], n_images=2)
+    db = tmp_path / "s.db"
+    create_study(dirs["reference"], {"a": dirs["a"]}, db, trials_per_rater=1)
+    for kwargs, message in [({"n_boot": 10**9}, "--bootstrap 1000000000"), ({"n_boot": -1}, "--bootstrap -1"),
+                            ({"seed": -1}, "--seed -1"), ({"min_catch_pass": float("nan")}, "--min-catch-pass nan")]:
+        with pytest.raises(UserError, match=message):
+            write_report(db, tmp_path / "r", **kwargs)
+    assert not (tmp_path / "r").exists()
+
+
+def test_per_rater_counts_never_exceed_the_photos():
+    # (trials_per_rater, catch_rate, n_images) -> (method, catch) trials of one rater
+    cases = {(50, 0.1, 100): (50, 5), (50, 0.1, 26): (24, 2), (6, 0.34, 6): (4, 2), (50, 0.1, 4): (3, 1),
+             (5, 0.2, 1): (1, 0), (5, 0.0, 3): (3, 0), (3, 0.5, 0): (0, 0)}
+    for (per_rater, rate, n_images), expected in cases.items():
+        assert design.per_rater_counts(_config(trials_per_rater=per_rater, catch_rate=rate), n_images) == expected
+
+
+def test_create_warns_when_too_small_to_avoid_repeats(tmp_path):
+    dirs = make_folders(tmp_path, ["a", "b"], n_images=4, size=8)
+    with pytest.warns(UserWarning, match="4 images are too few for 50 method \\+ 5 catch trials per rater .* "
+                                         "each rater gets 3 method \\+ 1 catch trials"):
+        summary = create_study(dirs["reference"], {"a": dirs["a"], "b": dirs["b"]}, tmp_path / "s.db")
+    assert summary["trials_per_rater"] == 4
+
+
+def test_a_study_that_appears_during_the_build_is_not_overwritten(tmp_path, monkeypatch):
+    dirs = make_folders(tmp_path, ["a"], n_images=2)
+    out = tmp_path / "s.db"
+    real_store = create_module._store_trials
+
+    def store_then_race(*args):
+        real_store(*args)
+        out.write_bytes(b"another study's answers")  # a second `create` finished first
+
+    monkeypatch.setattr(create_module, "_store_trials", store_then_race)
+    with pytest.raises(UserError, match="already exists"):
+        create_study(dirs["reference"], {"a": dirs["a"]}, out, trials_per_rater=1)
+    assert out.read_bytes() == b"another study's answers"
+    assert not list(tmp_path.glob(".s.db.*"))

@@ -23,13 +23,15 @@ from sr3.study.testing import make_folders
 
 # What each rater does: pick the real image ("real") or the other one ("fake"),
 # per method and for catch trials.  Hand computation, with 2 method trials of
-# each method per rater (4 images, 2 methods, 4 trials per rater, 1 catch):
+# each method per rater (5 images, 2 methods, 4 trials per rater, 1 catch on a
+# fifth photo; pool trials 0-9 alternate A, B, A, B, A | B, A, B, A, B):
 #   r3 fails its only catch trial -> excluded (0/1 < 0.8)
 #   A: r0 2 fooled + r1 2 + r2 0 = 4 of 6  -> 66.7%
 #   B: r0 0        + r1 2 + r2 0 = 2 of 6  -> 33.3%
 #   with r3 kept (--min-catch-pass 0): A 6/8 = 75%, B 4/8 = 50%
-#   r0 and r2 see the same 4 trials (rater 2 wraps around the 8-trial pool):
-#   they agree on B (2 trials), disagree on A (2) -> agreement 0.5 each;
+#   r0 has pool trials 0-3, r1 4-7, r2 8, 9, 0, 1 (wrapping around), r3 2-5:
+#   r0 and r2 share trial 0 (A: they disagree) and 1 (B: they agree)
+#   -> agreement 0.5 each, 2 rater pairs of which 1 agrees;
 #   r1's only co-rater is r3, excluded -> no agreement figure.
 SCRIPT = {
     0: {"A": "fake", "B": "real", "catch": "real"},
@@ -66,7 +68,7 @@ def run_script(db, script):
 @pytest.fixture(scope="module")
 def scripted(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
-    dirs = make_folders(root, ["A", "B"], n_images=4, size=16)
+    dirs = make_folders(root, ["A", "B"], n_images=5, size=16)
     db = root / "study.db"
     create_study(dirs["reference"], {"A": dirs["A"], "B": dirs["B"]}, db, trials_per_rater=4, catch_rate=0.25,
                  seed=11)
@@ -82,7 +84,7 @@ def test_report_matches_hand_computation(scripted, tmp_path):
     assert (rates["B"]["n_fooled"], rates["B"]["n_answers"]) == (2, 6)
     assert rates["A"]["confusion_rate"] == pytest.approx(4 / 6)
     assert rates["B"]["confusion_rate"] == pytest.approx(2 / 6)
-    assert rates["A"]["n_raters"] == 3 and rates["A"]["n_images"] == 4
+    assert rates["A"]["n_raters"] == 3 and rates["A"]["n_images"] == 5
     for row in rates.values():
         assert 0 <= row["ci_low"] <= row["confusion_rate"] <= row["ci_high"] <= 1
     assert result["excluded"] == [{"rater": ids[3], "reason": "failed 1 of 1 catch trials (pass rate 0.00 < 0.80)"}]
@@ -90,7 +92,7 @@ def test_report_matches_hand_computation(scripted, tmp_path):
                                "raters_passed": 3, "min_catch_pass": 0.8}
     by_rater = {r["rater"]: r for r in result["raters"]}
     assert [by_rater[i]["agreement"] for i in ids] == [0.5, None, 0.5, None]
-    assert result["agreement"] == {"rater_pairs": 4, "agreeing_pairs": 2, "pairwise_agreement": 0.5}
+    assert result["agreement"] == {"rater_pairs": 2, "agreeing_pairs": 1, "pairwise_agreement": 0.5}
     assert [by_rater[i]["median_rt_ms"] for i in ids] == [1000, 1100, 1200, 1300]
     assert all(by_rater[i]["completed"] and by_rater[i]["answered"] == 5 for i in ids)
 

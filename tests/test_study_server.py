@@ -13,7 +13,9 @@ with warnings.catch_warnings():  # starlette's note about httpx2 is not ours to 
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
+from sr3.errors import UserError
 from sr3.study.create import create_study
+from sr3.study.ratelimit import ClientRateLimit, client_key
 from sr3.study.server import create_app
 from sr3.study.testing import make_folders
 
@@ -201,3 +203,63 @@ def test_max_raters(study):
     c = client(create_app(study, None, max_raters=0))
     r = c.post("/api/consent", json={"consent": True})
     assert r.status_code == 403 and "all the raters it needs" in r.json()["detail"]
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "1e400", "-5", "1.5", "true", "null", '"5"',
+                                   str(24 * 3600 * 1000 + 1)])
+def test_bad_response_times_are_422_not_500(study, app, value):
+    c = client(app)
+    trial = register(c)["trial"]
+    before = count(study)
+    r = c.post("/api/answer", content='{"trial": "%s", "choice": "left", "rt_ms": %s}' % (trial["id"], value),
+               headers={"content-type": "application/json"})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "rt_ms"]
+    assert count(study) == before
+    assert c.post("/api/answer", json={"trial": trial["id"], "choice": "left", "rt_ms": 0}).status_code == 200
+
+
+def test_one_client_cannot_use_up_the_raters(study):
+    """The study's default limit: 5 new raters per client address per hour, then 429."""
+    app = create_app(study, None)
+    burst = [TestClient(app, client=("203.0.113.9", 40000 + k)).post("/api/consent", json={"consent": True})
+             for k in range(8)]
+    assert [r.status_code for r in burst] == [200] * 5 + [429] * 3
+    assert "too many new rater sessions" in burst[-1].json()["detail"]
+    assert 3590 <= int(burst[-1].headers["retry-after"]) <= 3600
+    # Another address still gets in; an IPv6 client is one client per /64.
+    assert TestClient(app, client=("198.51.100.7", 1)).post("/api/consent", json={"consent": True}).status_code == 200
+    v6 = [TestClient(app, client=(f"2001:db8:1:2::{k:x}", 1)).post("/api/consent", json={"consent": True}).status_code
+          for k in range(1, 8)]
+    assert v6 == [200] * 5 + [429] * 2
+    other_v6 = TestClient(app, client=("2001:db8:1:3::1", 1))
+    assert other_v6.post("/api/consent", json={"consent": True}).status_code == 200
+    # A rater who already has a session is not a new one: consent again, state, answers all work.
+    first = TestClient(app, client=("203.0.113.9", 1), cookies=burst[0].cookies)
+    assert first.post("/api/consent", json={"consent": True}).json()["registered"] is True
+
+
+def test_rate_limit_window_and_off_switch(tmp_path):
+    clock = [0.0]
+    limit = ClientRateLimit(2, 60.0, clock=lambda: clock[0])
+    assert [limit.acquire("a") for _ in range(2)] == [None, None]
+    clock[0] = 10.0
+    assert limit.acquire("a") == pytest.approx(50.0) and limit.acquire("b") is None
+    clock[0] = 60.0  # the first two fall out of the window
+    assert limit.acquire("a") is None
+    assert all(ClientRateLimit(0, 60.0).acquire("a") is None for _ in range(100))
+    assert client_key("::ffff:192.0.2.1") == "192.0.2.1" and client_key("2001:db8::5") == "2001:db8::/64"
+    # Configured per study: 0 turns the limit off.
+    dirs = make_folders(tmp_path, ["m"], n_images=2, size=8)
+    create_study(dirs["reference"], {"m": dirs["m"]}, tmp_path / "s.db", trials_per_rater=1, raters_per_client=0)
+    c = create_app(tmp_path / "s.db", None)
+    assert all(TestClient(c).post("/api/consent", json={"consent": True}).status_code == 200 for _ in range(12))
+    # ... and `serve --raters-per-client` replaces the study's setting for one run.
+    c = create_app(tmp_path / "s.db", None, raters_per_client=2)
+    assert [TestClient(c).post("/api/consent", json={"consent": True}).status_code for _ in range(3)] == [200, 200, 429]
+    with pytest.raises(UserError, match="--raters-per-client -1"):
+        create_app(tmp_path / "s.db", None, raters_per_client=-1)
+
+
+def test_max_raters_must_not_be_negative(study):
+    with pytest.raises(UserError, match="--max-raters -1: must be an integer >= 0"):
+        create_app(study, None, max_raters=-1)

@@ -34,6 +34,11 @@ def add_parser(subparsers) -> None:
     p.add_argument("--min-catch-pass", type=float, default=0.8, metavar="F",
                    help="raters passing fewer catch trials than this share are excluded (default: 0.8)")
     p.add_argument("--seed", type=int, default=0, help="seed of the design: sides, sequences (default: 0)")
+    p.add_argument("--raters-per-client", type=int, default=5, metavar="N",
+                   help="new anonymous raters allowed per client address (IPv6: per /64) within "
+                        "--rater-window-seconds; 0 = no limit (default: 5)")
+    p.add_argument("--rater-window-seconds", type=float, default=3600.0, metavar="S",
+                   help="window of --raters-per-client (default: 3600)")
     p.add_argument("--lr", metavar="DIR", help="LR inputs for the reference task, matched by file name")
     p.add_argument("--scale", type=int, help="make the LR input by bicubic downsampling by this factor")
     p.add_argument("--consent-file", metavar="FILE", help="plain-text consent/instructions shown before the study")
@@ -46,7 +51,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--admin-token", metavar="TOKEN",
                    help="token for /admin/status and /admin/export (default: $SR3_STUDY_ADMIN_TOKEN, "
                         "else a random one printed at start)")
-    p.add_argument("--max-raters", type=int, metavar="N", help="refuse new raters after N")
+    p.add_argument("--max-raters", type=int, metavar="N", help="refuse new raters after N (0 = admit none)")
+    p.add_argument("--raters-per-client", type=int, metavar="N",
+                   help="replace the study's limit of new raters per client address for this run (0 = no limit)")
     p.set_defaults(func=_serve)
 
     p = sub.add_parser("report", help="confusion rates, CIs, rater screening, chart")
@@ -71,7 +78,8 @@ def _create(args: argparse.Namespace) -> int:
     summary = create_study(args.reference, parse_methods(args.methods), args.out, tasks=tasks,
                            display_seconds=args.display_seconds, trials_per_rater=args.trials_per_rater,
                            catch_rate=args.catch_rate, seed=args.seed, lr=args.lr, scale=args.scale,
-                           consent_text=consent, min_catch_pass=args.min_catch_pass)
+                           consent_text=consent, min_catch_pass=args.min_catch_pass,
+                           raters_per_client=args.raters_per_client, rater_window_seconds=args.rater_window_seconds)
     print(f"study written to {summary['out']}: {summary['images']} images, methods {', '.join(summary['methods'])}, "
           f"tasks {', '.join(summary['tasks'])}; {summary['method_trials']} method + {summary['catch_trials']} "
           f"catch trials; {summary['trials_per_rater']} trials per rater")
@@ -87,7 +95,7 @@ def _serve(args: argparse.Namespace) -> int:
     if generated:
         token = secrets.token_urlsafe(18)
     serve(args.db, host=args.host, port=args.port, admin_token=token, max_raters=args.max_raters,
-          show_token=generated)
+          raters_per_client=args.raters_per_client, show_token=generated)
     return 0
 
 

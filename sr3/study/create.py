@@ -5,17 +5,13 @@ extension, so ``a.png`` matches ``a.jpg``).  Only images that every method has
 are used, so all methods are judged on the same photos.  A bad image is
 reported and its name left out; it never stops the build.
 
-Every served image is re-encoded here, once: decoded to 8-bit RGB (which drops
-EXIF, ICC profiles, text chunks and the file name) and written as PNG with
-``compress_level=0``.  Uncompressed PNG of a given size has a byte length fixed
-by its dimensions alone, so the two images of a trial are identical in format,
-size, encoder settings *and* length: the network panel cannot hint that a
-blurrier image (which would compress better) is the model's.
+Every image is re-encoded here, once, in the canonical way of :mod:`.images`,
+and the study gets its own secret key for the per-session copies the server
+makes of them.
 """
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import secrets
@@ -24,14 +20,14 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 from ..errors import UserError
 from ..imageio import list_images, load_image
 from . import design
-from .config import TASK_REFERENCE, TASKS, StudyConfig
+from .config import TASK_REFERENCE, StudyConfig
 from .db import StudyDB, is_postgres_url
+from .images import encode_png, new_serve_key
 
 METHOD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,39}$")
 # Catch trials: the reference shrunk by this factor and blown back up, i.e. an
@@ -42,14 +38,6 @@ CATCH_DOWNSCALE = 8
 def new_id() -> str:
     """An opaque, unguessable id for anything a rater's browser sees (128 bits)."""
     return secrets.token_urlsafe(16)
-
-
-def encode_png(img: Image.Image) -> bytes:
-    """Canonical encoding for every served image (see module docstring)."""
-    clean = Image.fromarray(np.asarray(img.convert("RGB"), dtype=np.uint8), mode="RGB")  # no .info carried over
-    buf = io.BytesIO()
-    clean.save(buf, format="PNG", compress_level=0)
-    return buf.getvalue()
 
 
 def degrade_for_catch(img: Image.Image) -> Image.Image:
@@ -115,9 +103,32 @@ def create_study(reference: str | Path, methods: dict[str, Path], out: str | Pat
                  tasks: tuple[str, ...] = ("camera",), display_seconds: float = 3.0,
                  trials_per_rater: int = 50, catch_rate: float = 0.1, seed: int = 0,
                  lr: str | Path | None = None, scale: int | None = None,
-                 consent_text: str | None = None, min_catch_pass: float = 0.8) -> dict:
-    """Build the study at ``out`` (a new SQLite file or a PostgreSQL URL); returns a summary."""
-    _validate(tasks, display_seconds, trials_per_rater, catch_rate, scale, min_catch_pass)
+                 consent_text: str | None = None, min_catch_pass: float = 0.8,
+                 raters_per_client: int = 5, rater_window_seconds: float = 3600.0) -> dict:
+    """Build the study at ``out`` (a new SQLite file or a PostgreSQL URL); returns a summary.
+
+    The options are the fields of :class:`~.config.StudyConfig` (ranges there).
+    """
+    # Range checks first (StudyConfig), before any image is read.
+    config = StudyConfig(
+        tasks=tuple(tasks), methods=tuple(methods), display_seconds=display_seconds,
+        trials_per_rater=trials_per_rater, catch_rate=catch_rate, seed=seed, scale=scale,
+        min_catch_pass=min_catch_pass, raters_per_client=raters_per_client,
+        rater_window_seconds=rater_window_seconds,
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **({"consent_text": consent_text} if consent_text else {}))
+    # The output is checked before any image is read.
+    out = str(out)
+    postgres = is_postgres_url(out)
+    final = Path(out)
+    if not postgres and (not final.name or final.is_dir()):
+        raise UserError(f"{out}: is a folder; give --out a new file name such as study.db")
+    if not postgres and final.exists():
+        raise UserError(f"{final}: already exists; choose another --out or delete it "
+                        "(a study database holds answers, sr3 never overwrites it)")
+    if not postgres and not final.parent.is_dir():
+        raise UserError(f"{final.parent}: no such folder; create it or choose another --out")
+    build_target = out if postgres else final.with_name(f".{final.name}.{secrets.token_hex(4)}.tmp")
     needs_lr = TASK_REFERENCE in tasks
     if needs_lr and lr is None and scale is None:
         raise UserError("--task reference needs the LR input: pass --lr DIR, or --scale N to make it "
@@ -127,20 +138,6 @@ def create_study(reference: str | Path, methods: dict[str, Path], out: str | Pat
     lrs = index_folder(Path(lr), "LR inputs") if (needs_lr and lr is not None) else None
     names = _match(refs, outputs)
 
-    config = StudyConfig(
-        tasks=tuple(tasks), methods=tuple(methods), display_seconds=float(display_seconds),
-        trials_per_rater=int(trials_per_rater), catch_rate=float(catch_rate), seed=int(seed),
-        scale=scale, min_catch_pass=float(min_catch_pass),
-        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        **({"consent_text": consent_text} if consent_text else {}))
-
-    out = str(out)
-    postgres = is_postgres_url(out)
-    final = Path(out)
-    build_target = out if postgres else final.with_name(f".{final.name}.{secrets.token_hex(4)}.tmp")
-    if not postgres and final.exists():
-        raise UserError(f"{final}: already exists; choose another --out or delete it "
-                        "(a study database holds answers, sr3 never overwrites it)")
     db = None
     try:
         db = StudyDB(build_target, create=True)
@@ -150,42 +147,44 @@ def create_study(reference: str | Path, methods: dict[str, Path], out: str | Pat
                 raise UserError(f"{reference}: none of the matched images could be used (see warnings above); "
                                 "fix or remove the bad files")
             config = replace(config, n_images=len(blobs))
-            shown = min(config.trials_per_rater, len(blobs) * len(methods))  # a rater sees each trial once
-            if shown > len(blobs):
-                warnings.warn(f"--trials-per-rater {config.trials_per_rater} is more than the {len(blobs)} images: "
-                              "raters will see some photos more than once (with different methods), "
-                              "which can betray the reference (it is the image that repeats)")
+            n_method, n_catch = design.per_rater_counts(config, len(blobs))
+            if (n_method, n_catch) != (config.trials_per_rater, config.n_catch):
+                warnings.warn(f"{len(blobs)} images are too few for {config.trials_per_rater} method + "
+                              f"{config.n_catch} catch trials per rater without showing a photo twice (the "
+                              f"real photo would be the one that repeats): each rater gets {n_method} method + "
+                              f"{n_catch} catch trials; add images to get more")
             pool = design.build_pool(config, sorted(blobs))
             _store_trials(db, tx, pool, blobs)
             tx.run("INSERT INTO meta (key, value) VALUES ('config', ?)", (config.to_json(),))
+            tx.run("INSERT INTO meta (key, value) VALUES ('serve_key', ?)", (new_serve_key().hex(),))
         db.close()
         if not postgres:
-            os.replace(build_target, final)
+            _move_into_place(Path(build_target), final)
     except BaseException:
         if db is not None:
             db.close()
         if not postgres:
             Path(build_target).unlink(missing_ok=True)
         raise
-    n_method = sum(t.kind == design.KIND_METHOD for t in pool)
+    pool_method = sum(t.kind == design.KIND_METHOD for t in pool)
     return {"out": out, "images": len(blobs), "methods": list(methods), "tasks": list(tasks),
-            "method_trials": n_method, "catch_trials": len(pool) - n_method,
-            "trials_per_rater": min(config.trials_per_rater, n_method // len(tasks)) + config.n_catch}
+            "method_trials": pool_method, "catch_trials": len(pool) - pool_method,
+            "trials_per_rater": n_method + n_catch}
 
 
-def _validate(tasks, display_seconds, trials_per_rater, catch_rate, scale, min_catch_pass) -> None:
-    if not tasks or any(t not in TASKS for t in tasks):
-        raise UserError(f"--task {tasks}: choose camera, reference or both")
-    if not (display_seconds >= 0):
-        raise UserError(f"--display-seconds {display_seconds}: must be >= 0 (0 = until answered; the paper uses 3)")
-    if trials_per_rater < 1:
-        raise UserError(f"--trials-per-rater {trials_per_rater}: must be at least 1")
-    if not (0 <= catch_rate < 1):
-        raise UserError(f"--catch-rate {catch_rate}: must be in [0, 1), e.g. 0.1")
-    if scale is not None and scale < 2:
-        raise UserError(f"--scale {scale}: must be an integer >= 2 (e.g. 4 for 64->256)")
-    if not (0 <= min_catch_pass <= 1):
-        raise UserError(f"--min-catch-pass {min_catch_pass}: must be in [0, 1]")
+def _move_into_place(built: Path, final: Path) -> None:
+    """Rename ``built`` to ``final`` unless ``final`` appeared meanwhile (another create): never overwrite."""
+    try:
+        os.link(built, final)  # fails if final exists, atomically
+    except FileExistsError:
+        raise UserError(f"{final}: already exists (created while this study was built); choose another "
+                        "--out or delete it (a study database holds answers, sr3 never overwrites it)") from None
+    except OSError:  # a file system without hard links: check, then rename
+        if final.exists():
+            raise UserError(f"{final}: already exists; choose another --out or delete it") from None
+        os.replace(built, final)
+        return
+    built.unlink()
 
 
 def _match(refs: dict[str, Path], outputs: dict[str, dict[str, Path]]) -> list[str]:

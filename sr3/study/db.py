@@ -248,7 +248,18 @@ class StudyDB:
 
     def config(self) -> StudyConfig:
         with self.read() as tx:
-            return StudyConfig.from_json(tx.scalar("SELECT value FROM meta WHERE key = 'config'"))
+            text = tx.scalar("SELECT value FROM meta WHERE key = 'config'")
+        try:
+            return StudyConfig.from_json(text)
+        except UserError as e:  # range-checked on load too: a hand-edited or damaged study
+            raise UserError(f"{_redact(self.target)}: invalid study config ({e}); "
+                            "recreate the study with `sr3 study create`") from None
+
+    def serve_key(self) -> bytes | None:
+        """The secret of the per-session image copies (:mod:`.images`); None in studies made before it."""
+        with self.read() as tx:
+            value = tx.scalar("SELECT value FROM meta WHERE key = 'serve_key'")
+        return bytes.fromhex(value) if value else None
 
     def blob_param(self, data: bytes):
         return data if self.postgres else sqlite3.Binary(data)

@@ -11,13 +11,17 @@ Design choices (and why):
   run of at most ``n_images`` consecutive trials shows every image at most once
   and cycles through the methods (a Latin-square-like layout).  Rater *j* of a
   task takes the next ``trials_per_rater`` trials cyclically, so coverage of
-  (method, image) stays balanced as raters arrive and a rater does not see the
-  same photo twice (which would betray the reference: it is the one that repeats).
+  (method, image) stays balanced as raters arrive.
+* **No photo twice in a session**, catch trials included: a photo that came back
+  would betray the reference (it is the one that repeats).  A rater's sequence
+  therefore holds at most one trial per photo; a study with fewer photos than
+  the requested method + catch trials gives each rater fewer trials, keeping the
+  catch share (:func:`per_rater_counts`; ``sr3 study create`` warns).
 * **Sides are balanced**: exactly half of the trials (+-1) have the real image on
   the left, in a seeded random order, so a rater with a side bias scores 50%.
 * **Catch trials** (an obviously degraded copy against the reference) use
-  images the rater does not otherwise see where possible, and sit at seeded
-  random positions in the rater's sequence.
+  photos outside the rater's method trials, and sit at seeded random
+  positions in the rater's sequence.
 * With both tasks, raters alternate between them on arrival: each rater keeps
   one question for the whole session, as in the paper's two separate studies.
 """
@@ -79,25 +83,39 @@ def rater_task(config: StudyConfig, rater_index: int) -> str:
     return config.tasks[rater_index % len(config.tasks)]
 
 
+def per_rater_counts(config: StudyConfig, n_images: int) -> tuple[int, int]:
+    """``(method trials, catch trials)`` of one rater in a study of ``n_images`` photos.
+
+    The requested ``trials_per_rater`` and ``n_catch``, unless together they
+    exceed the photos: then the rater gets one trial per photo, catch trials
+    keeping their share (at least one) but never all of them.
+    """
+    wanted_method, wanted_catch = config.trials_per_rater, config.n_catch
+    total = min(n_images, wanted_method + wanted_catch)
+    if total == 0:
+        return 0, 0
+    n_catch = 0
+    if wanted_catch:
+        n_catch = min(max(1, round(total * wanted_catch / (wanted_method + wanted_catch))), total - 1)
+    return total - n_catch, n_catch
+
+
 def rater_sequence(config: StudyConfig, rater_index: int, method_trials: list, catch_trials: list,
                    image_of=lambda trial: trial.image_name) -> list:
-    """The ordered trials rater number ``rater_index`` answers.
+    """The ordered trials rater number ``rater_index`` answers; no photo appears twice.
 
     ``method_trials`` and ``catch_trials`` are the pool trials of this rater's
     task, each list sorted by ``pool_index``; any objects work as long as
     ``image_of(trial)`` gives the image name.  Returns a list of those objects.
     """
     j = rater_index // len(config.tasks)  # index among raters of this task
-    n = min(config.trials_per_rater, len(method_trials))
+    n, n_catch = per_rater_counts(config, len({image_of(t) for t in method_trials}))
     start = j * n
+    # Any n <= n_images consecutive pool trials show n different photos (see build_pool).
     chosen = [method_trials[(start + i) % len(method_trials)] for i in range(n)]
     rng = _rng(config.seed, _TAG_RATER, rater_index)
-    n_catch = min(config.n_catch, len(catch_trials))
     if n_catch:
         seen = {image_of(t) for t in chosen}
         fresh = [t for t in catch_trials if image_of(t) not in seen]
-        stale = [t for t in catch_trials if image_of(t) in seen]
-        fresh = [fresh[i] for i in rng.permutation(len(fresh))]
-        stale = [stale[i] for i in rng.permutation(len(stale))]
-        chosen += (fresh + stale)[:n_catch]
+        chosen += [fresh[i] for i in rng.permutation(len(fresh))[:n_catch]]
     return [chosen[i] for i in rng.permutation(len(chosen))]

@@ -3,9 +3,11 @@
 What the browser can learn is deliberately nothing about the answer: the page
 and script are static files with no labels; a trial is an opaque random id and
 three opaque image URLs; both images of a pair are byte-for-byte the same length
-with the same headers (see :mod:`.create`).  Method names, file names and which
-side is real never leave the server except through the token-protected admin
-export.
+with the same headers, and every image is a per-session copy that shares no
+bytes with anything served before (see :mod:`.images`).  Method names, file
+names and which side is real never leave the server except through the
+token-protected admin export.  New anonymous raters are limited per client
+(:mod:`.ratelimit`).
 
 Reliability: each answer is one short write transaction (SQLite WAL,
 ``synchronous=FULL``), acknowledged only after commit, keyed by its trial id so
@@ -19,6 +21,7 @@ import hashlib
 import io
 import ipaddress
 import json
+import math
 import re
 import secrets
 import time
@@ -29,13 +32,16 @@ from pathlib import Path
 from typing import Literal
 
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import UserError
 from . import design
-from .config import QUESTIONS
+from .config import MAX_RATERS_PER_CLIENT, QUESTIONS, check_integer
 from .db import RESPONSE_COLUMNS, StudyDB, load_raters, load_responses
+from .images import new_serve_key, session_copy
+from .ratelimit import ClientRateLimit, client_key
 
 COOKIE = "sr3_rater"
 COOKIE_MAX_AGE = 60 * 24 * 3600  # a rater may come back within two months
@@ -61,7 +67,8 @@ class Answer(BaseModel):
     model_config = ConfigDict(extra="forbid")
     trial: str = Field(pattern=f"^{ID_PATTERN}$")
     choice: Literal["left", "right"]
-    rt_ms: int = Field(ge=0, le=24 * 3600 * 1000)
+    # strict: a JSON integer only (no true, 1.5, NaN or Infinity coerced into one)
+    rt_ms: int = Field(ge=0, le=24 * 3600 * 1000, strict=True)
 
 
 class Consent(BaseModel):
@@ -123,11 +130,25 @@ def _static_text(name: str) -> str:
 
 def create_app(db_path: str | Path, admin_token: str | None = None, *,
                max_body_bytes: int = MAX_BODY_BYTES, max_raters: int | None = None,
-               secure_cookie: bool = False) -> FastAPI:
-    """The rater app for the study at ``db_path``; admin endpoints need ``admin_token``."""
+               raters_per_client: int | None = None, secure_cookie: bool = False) -> FastAPI:
+    """The rater app for the study at ``db_path``; admin endpoints need ``admin_token``.
+
+    ``max_raters``: None (no cap) or an integer >= 0 (0 admits no new rater,
+    e.g. to let the current ones finish).  ``raters_per_client``: None (the
+    study's setting) or an integer in [0, 1e6] that replaces it for this run
+    (0 = no limit), e.g. when raters turn out to share one address.
+    """
+    if max_raters is not None:
+        check_integer("--max-raters", max_raters, 0, None, "0 = admit no new rater")
+    if raters_per_client is not None:
+        check_integer("--raters-per-client", raters_per_client, 0, MAX_RATERS_PER_CLIENT, "0 = no limit")
     db = StudyDB(db_path)
     db.enable_wal()
     config = db.config()
+    # Studies made before session copies have no stored key: one per server run is as good.
+    serve_key = db.serve_key() or new_serve_key()
+    new_raters = ClientRateLimit(config.raters_per_client if raters_per_client is None else raters_per_client,
+                                 config.rater_window_seconds)
     display_ms = int(round(config.display_seconds * 1000))
     index_html = _static_text("index.html")
     static = {name: _static_text(name) for name in STATIC_FILES}
@@ -152,6 +173,14 @@ def create_app(db_path: str | Path, admin_token: str | None = None, *,
     app = FastAPI(title="sr3 study", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.db = db
     app.add_middleware(BodyLimit, limit=max_body_bytes)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, exc: RequestValidationError):
+        # FastAPI's default echoes the input, and an input of NaN or Infinity (which
+        # Python's JSON parser accepts) then fails to serialise: a 500 instead of 422.
+        detail = [{"loc": [str(part) for part in e.get("loc", ())], "msg": str(e.get("msg", "")),
+                   "type": str(e.get("type", ""))} for e in exc.errors()]
+        return JSONResponse({"detail": detail}, status_code=422)
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next):
@@ -247,6 +276,11 @@ def create_app(db_path: str | Path, admin_token: str | None = None, *,
         rater = rater_of(request)
         if rater is not None:  # already registered (second tab, double click): keep the same rater
             return json_state(request, rater)
+        wait = new_raters.acquire(client_key(request.client.host if request.client else None))
+        if wait is not None:
+            raise HTTPException(429, "too many new rater sessions from your network; try again in "
+                                f"{math.ceil(wait / 60)} minute(s), or continue with your resume link",
+                                headers={"Retry-After": str(math.ceil(wait))})
         token = secrets.token_urlsafe(24)
         rater_id = secrets.token_urlsafe(12)
         with db.write() as tx:
@@ -304,7 +338,7 @@ def create_app(db_path: str | Path, admin_token: str | None = None, *,
                              (image_id,)) if mine else None
         if data is None:
             raise HTTPException(404, "no such image")
-        return Response(bytes(data), media_type="image/png")
+        return Response(session_copy(bytes(data), serve_key, rater[0], image_id), media_type="image/png")
 
     # -- admin -----------------------------------------------------------------
     @app.get("/admin/status")
@@ -348,7 +382,8 @@ def is_loopback(host: str) -> bool:
 
 
 def serve(db_path: str | Path, host: str = "127.0.0.1", port: int = 8000, admin_token: str | None = None,
-          max_raters: int | None = None, log_level: str = "warning", show_token: bool = False) -> None:
+          max_raters: int | None = None, raters_per_client: int | None = None, log_level: str = "warning",
+          show_token: bool = False) -> None:
     """Run the study with uvicorn until interrupted.
 
     uvicorn's access log stays off (``log_level="warning"``): it would record
@@ -358,7 +393,8 @@ def serve(db_path: str | Path, host: str = "127.0.0.1", port: int = 8000, admin_
     if not is_loopback(host):
         warnings.warn(f"--host {host}: the study is reachable from the network; put it behind HTTPS "
                       "(a reverse proxy) so rater cookies and the admin token are not sent in clear text")
-    app = create_app(db_path, admin_token, max_raters=max_raters, secure_cookie=False)
+    app = create_app(db_path, admin_token, max_raters=max_raters, raters_per_client=raters_per_client,
+                     secure_cookie=False)
     _check_bindable(host, port)
     if show_token:
         print(f"admin token (generated): {admin_token}")

@@ -63,8 +63,9 @@
   function fail(error) {
     setReady(false);
     busy = false;
+    // A refused consent (e.g. 429, too many new sessions) has no answers to speak of.
     $("error-text").textContent = (error && error.message ? error.message : String(error)) +
-      ". Your answers so far are saved.";
+      (state && state.registered ? ". Your answers so far are saved." : ".");
     show("error");
   }
 

@@ -1,6 +1,6 @@
 """The ``sr3`` command line.
 
-Each sub-command lives in :mod:`sr3.commands` (the study's in :mod:`sr3.study.cli`)
+Each sub-command lives in :mod:`sr3.commands`
 and registers itself with ``add_parser(subparsers)``; this file only collects them
 and turns a :class:`~sr3.errors.UserError` into one line on stderr and exit status 2.
 """
@@ -11,9 +11,8 @@ import argparse
 import sys
 import warnings
 
-from .commands import evaluate, generate, sweep, train, upscale
+from .commands import evaluate, generate, study, sweep, train, upscale
 from .errors import UserError
-from .study import cli as study
 
 COMMANDS = (train, upscale, evaluate, generate, sweep, study)
 

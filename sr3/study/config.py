@@ -11,6 +11,7 @@ import json
 import math
 from dataclasses import dataclass, field
 
+from ..config import from_dict
 from ..errors import UserError
 
 # The two tasks of SR3's human evaluation (Saharia et al. 2021, Sec. 4.2).
@@ -71,13 +72,21 @@ class StudyConfig:
     tasks: tuple[str, ...]
     methods: tuple[str, ...]
     display_seconds: float = PAPER_DISPLAY_SECONDS
+    """How long a pair is shown, in seconds, finite, in [0, 3600]; 0 = until answered (the paper: 3)."""
     trials_per_rater: int = 50
+    """Method trials of one rater, in [1, 1e6]; catch trials come on top."""
     catch_rate: float = 0.1
+    """Catch trials per method trial, in [0, 1): max(1, round(trials * rate)) catch trials; 0 = none."""
     seed: int = 0
+    """Seed of the design (sides, sequences), an integer in [0, 2**64)."""
     scale: int | None = None
+    """LR factor of the reference task when the LR input is made by bicubic downsampling, in [2, 64]."""
     min_catch_pass: float = 0.8
+    """Raters passing a smaller share of catch trials than this (in [0, 1]) are excluded."""
     raters_per_client: int = 5
+    """New rater sessions allowed per client address (IPv6: per /64) within the window, in [0, 1e6]; 0 = no limit."""
     rater_window_seconds: float = 3600.0
+    """The rate-limit window in seconds, in (0, 30 days]."""
     consent_text: str = DEFAULT_CONSENT
     n_images: int = 0
     schema_version: int = SCHEMA_VERSION
@@ -115,13 +124,13 @@ class StudyConfig:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "StudyConfig":
-        data = json.loads(text)
-        known = {f.name for f in dataclasses.fields(cls)}
-        data = {k: v for k, v in data.items() if k in known}
-        data["tasks"] = tuple(data["tasks"])
-        data["methods"] = tuple(data["methods"])
-        return cls(**data)
+    def from_json(cls, text: str, source: str = "study database") -> "StudyConfig":
+        """The stored config, read by the project's one JSON rule (unknown keys are an error)."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{source}: stored study config is not valid JSON ({e})") from None
+        return from_dict(cls, data, source)
 
 
 def check_integer(name: str, value, low: int, high: int | None, hint: str = "") -> None:

@@ -22,8 +22,9 @@ from pathlib import Path
 
 from PIL import Image
 
+from ..degradation import downsample
 from ..errors import UserError
-from ..imageio import list_images, load_image
+from ..imageio import list_images, load_image, pil_to_tensor, tensor_to_pil
 from . import design
 from .config import TASK_REFERENCE, StudyConfig
 from .db import StudyDB, is_postgres_url
@@ -48,8 +49,6 @@ def degrade_for_catch(img: Image.Image) -> Image.Image:
 
 def make_lr(img: Image.Image, scale: int) -> Image.Image:
     """The LR input shown in the reference task: sr3's one degradation operator."""
-    from ..degradation import downsample
-    from ..imageio import pil_to_tensor, tensor_to_pil
     return tensor_to_pil(downsample(pil_to_tensor(img)[None], scale)[0])
 
 
@@ -100,23 +99,19 @@ class _Blobs:
 
 
 def create_study(reference: str | Path, methods: dict[str, Path], out: str | Path, *,
-                 tasks: tuple[str, ...] = ("camera",), display_seconds: float = 3.0,
-                 trials_per_rater: int = 50, catch_rate: float = 0.1, seed: int = 0,
-                 lr: str | Path | None = None, scale: int | None = None,
-                 consent_text: str | None = None, min_catch_pass: float = 0.8,
-                 raters_per_client: int = 5, rater_window_seconds: float = 3600.0) -> dict:
+                 tasks: tuple[str, ...] = ("camera",), lr: str | Path | None = None,
+                 consent_text: str | None = None, **settings) -> dict:
     """Build the study at ``out`` (a new SQLite file or a PostgreSQL URL); returns a summary.
 
-    The options are the fields of :class:`~.config.StudyConfig` (ranges there).
+    ``settings``: any other field of :class:`~.config.StudyConfig` (display_seconds,
+    trials_per_rater, catch_rate, seed, scale, ...); defaults and ranges live there only.
     """
     # Range checks first (StudyConfig), before any image is read.
     config = StudyConfig(
-        tasks=tuple(tasks), methods=tuple(methods), display_seconds=display_seconds,
-        trials_per_rater=trials_per_rater, catch_rate=catch_rate, seed=seed, scale=scale,
-        min_catch_pass=min_catch_pass, raters_per_client=raters_per_client,
-        rater_window_seconds=rater_window_seconds,
+        tasks=tuple(tasks), methods=tuple(methods), **settings,
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **({"consent_text": consent_text} if consent_text else {}))
+    scale = config.scale
     # The output is checked before any image is read.
     out = str(out)
     postgres = is_postgres_url(out)

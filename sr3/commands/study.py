@@ -1,4 +1,7 @@
-"""``sr3 study create | serve | report``: argparse wiring for the 2AFC human study."""
+"""``sr3 study create | serve | report``: the 2AFC human study's commands (library in sr3/study/).
+
+The study's settings (display time, trials, catch rate, seed, ...) are flags generated
+from :class:`sr3.study.config.StudyConfig`, whose defaults and ranges live there only."""
 
 from __future__ import annotations
 
@@ -7,8 +10,15 @@ import os
 import secrets
 from pathlib import Path
 
+from ..config import add_dataclass_arguments, flag_values
 from ..errors import UserError
-from .config import PAPER_DISPLAY_SECONDS, TASKS
+from ..study.config import TASKS, StudyConfig
+from ..study.create import create_study, parse_methods
+from ..study.report import summary_lines, write_report
+from ..study.server import serve
+
+# StudyConfig fields that are not flags: set from --task/--methods/--consent-file, or bookkeeping.
+NOT_FLAGS = ("tasks", "methods", "consent_text", "n_images", "schema_version", "created_at", "extra")
 
 
 def add_parser(subparsers) -> None:
@@ -25,22 +35,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--task", choices=[*TASKS, "both"], default="camera",
                    help="camera: 'which is from a camera?'; reference: LR input shown in the middle; "
                         "both: raters alternate (default: camera)")
-    p.add_argument("--display-seconds", type=float, default=PAPER_DISPLAY_SECONDS,
-                   help="how long a pair is shown, 0 = until answered (default: 3, as in the paper)")
-    p.add_argument("--trials-per-rater", type=int, default=50, metavar="N",
-                   help="method trials per rater, catch trials come on top (default: 50)")
-    p.add_argument("--catch-rate", type=float, default=0.1, metavar="F",
-                   help="catch trials per method trial (default: 0.1; 0 = none)")
-    p.add_argument("--min-catch-pass", type=float, default=0.8, metavar="F",
-                   help="raters passing fewer catch trials than this share are excluded (default: 0.8)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the design: sides, sequences (default: 0)")
-    p.add_argument("--raters-per-client", type=int, default=5, metavar="N",
-                   help="new anonymous raters allowed per client address (IPv6: per /64) within "
-                        "--rater-window-seconds; 0 = no limit (default: 5)")
-    p.add_argument("--rater-window-seconds", type=float, default=3600.0, metavar="S",
-                   help="window of --raters-per-client (default: 3600)")
+    add_dataclass_arguments(p, StudyConfig, title="study settings", skip=NOT_FLAGS)
     p.add_argument("--lr", metavar="DIR", help="LR inputs for the reference task, matched by file name")
-    p.add_argument("--scale", type=int, help="make the LR input by bicubic downsampling by this factor")
     p.add_argument("--consent-file", metavar="FILE", help="plain-text consent/instructions shown before the study")
     p.set_defaults(func=_create)
 
@@ -67,19 +63,16 @@ def add_parser(subparsers) -> None:
 
 
 def _create(args: argparse.Namespace) -> int:
-    from .create import create_study, parse_methods
     consent = None
     if args.consent_file:
         try:
             consent = Path(args.consent_file).read_text(encoding="utf-8").strip()
         except (OSError, UnicodeDecodeError) as e:
             raise UserError(f"{args.consent_file}: cannot read ({e}); give a UTF-8 text file") from None
+    settings = {k: v for k, v in flag_values(StudyConfig, args).items() if k not in NOT_FLAGS}
     tasks = TASKS if args.task == "both" else (args.task,)
-    summary = create_study(args.reference, parse_methods(args.methods), args.out, tasks=tasks,
-                           display_seconds=args.display_seconds, trials_per_rater=args.trials_per_rater,
-                           catch_rate=args.catch_rate, seed=args.seed, lr=args.lr, scale=args.scale,
-                           consent_text=consent, min_catch_pass=args.min_catch_pass,
-                           raters_per_client=args.raters_per_client, rater_window_seconds=args.rater_window_seconds)
+    summary = create_study(args.reference, parse_methods(args.methods), args.out, tasks=tasks, lr=args.lr,
+                           consent_text=consent, **settings)
     print(f"study written to {summary['out']}: {summary['images']} images, methods {', '.join(summary['methods'])}, "
           f"tasks {', '.join(summary['tasks'])}; {summary['method_trials']} method + {summary['catch_trials']} "
           f"catch trials; {summary['trials_per_rater']} trials per rater")
@@ -87,7 +80,6 @@ def _create(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .server import serve
     if not (0 < args.port < 65536):
         raise UserError(f"--port {args.port}: must be 1-65535")
     token = args.admin_token or os.environ.get("SR3_STUDY_ADMIN_TOKEN")
@@ -100,7 +92,6 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .report import summary_lines, write_report
     result = write_report(args.db, args.out, n_boot=args.bootstrap, seed=args.seed,
                           min_catch_pass=args.min_catch_pass, title=args.title)
     for line in summary_lines(result):

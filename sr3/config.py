@@ -95,6 +95,13 @@ class DataConfig:
     """Fraction of training examples whose LR input is Gaussian-blurred (CDM, high-resolution stages)."""
     aug_blur_sigma: tuple[float, float] = (0.4, 0.6)
     """Range of the blur kernel's standard deviation (pixels of the upsampled input)."""
+    source: Literal["auto", "memory", "stream"] = "auto"
+    """memory = decode every image once and keep it in RAM; stream = decode per draw from a file index
+    written once to OUT/data_index (memory independent of the dataset size, sr3/streaming.py);
+    auto = stream tar shards and folders of 2,000 or more images.  Draws are identical either way."""
+    num_workers: int = 0
+    """Data-loader worker processes (>= 0) that build the next batches while the model trains;
+    0 = build them on the training thread.  Batches do not depend on it."""
 
 
 @dataclass(frozen=True)
@@ -115,6 +122,14 @@ class TrainConfig:
     """Write a LR | SR | HR grid every N steps (0 = never)."""
     checkpoint_every: int = 250
     sample_steps: int = 20
+    grad_accum: int = 1
+    """Micro-batches per process and step (>= 1); gradients are summed before the optimiser step.  The
+    batch is cut into (processes x grad_accum) parts, part p drawn from (seed, step, p): a run keeps
+    its exact steps on fewer devices when processes x grad_accum stays the same."""
+    compile: bool = False
+    """torch.compile the U-Net for training (pays a compile of minutes once; for long GPU runs)."""
+    channels_last: Literal["auto", "on", "off"] = "auto"
+    """Weights in channels-last memory format (faster tensor-core convolutions); auto = on for CUDA."""
 
 
 @dataclass(frozen=True)

@@ -153,7 +153,7 @@ def generate_and_score(generate: Callable[[list[int], torch.Tensor], torch.Tenso
                 # killed run wrote is kept: batched GPU sampling may differ from it in the last bits)
                 images = images.clamp(-1, 1).add(1).mul(127.5).round().div(127.5).sub(1)
                 if images.shape[1] == 1:
-                    images = images.expand(-1, 3, -1, -1)
+                    images = images.repeat(1, 3, 1, 1)
                 for j, path in enumerate(paths):
                     if path.exists():
                         images[j] = _read_back(path)

@@ -158,6 +158,10 @@ def train(config: Config, dataset, out: Path, resume: bool = False, device: torc
         raise UserError(f"train.batch_size {tc.batch_size} must be divisible by the {world.world} processes "
                         f"x train.grad_accum {accum}")
     part_size = tc.batch_size // (world.world * accum)
+    if device.type == "cuda":
+        # fixed shapes: let cuDNN time its kernels once (GPU runs are not bit-reproducible anyway:
+        # cuDNN's backward passes sum with atomics)
+        torch.backends.cudnn.benchmark = True
 
     torch.manual_seed(tc.seed)  # identical initial weights on every rank
     model = UNet(config.model).to(device)
@@ -224,6 +228,7 @@ def train(config: Config, dataset, out: Path, resume: bool = False, device: torc
                 log.write(json.dumps({"step": done, "loss": loss_value, "grad_norm": float(grad_norm),
                                       "lr": optimizer.param_groups[0]["lr"],
                                       "images_per_s": (done - start) * tc.batch_size / elapsed,
+                                      "elapsed_s": round(elapsed, 4),
                                       "skipped_files": skipped_total}) + "\n")
                 log.flush()
         if not world.is_main:

@@ -184,13 +184,13 @@ def open_training_data(config: Config, data: str | Path, out: str | Path, lr_dat
     class_conditional = bool(config.model.num_classes)
     labelled = d.task == "generate" or is_idx_folder(data) or (
         class_conditional and (is_shard_source(data) or is_class_folder(data)))
-    if lr_data:
-        return PairedFolderDataset(lr_data, data, d.scale, d.crop_size, d.hflip, d.vflip)
     if labelled and (is_idx_folder(data) or not should_stream(config, data)):
         dataset = LabelledDataset(data, d.crop_size, channels=config.model.image_channels, hflip=d.hflip)
     elif labelled:
         dataset = StreamingLabelledDataset(open_index(data, out, labelled=True), d.crop_size,
                                            channels=config.model.image_channels, hflip=d.hflip)
+    elif lr_data:
+        return PairedFolderDataset(lr_data, data, d.scale, d.crop_size, d.hflip, d.vflip)
     elif should_stream(config, data):
         return StreamingImageDataset(open_index(data, out), d.crop_size, d.hflip, d.vflip, d.downscale_max)
     else:

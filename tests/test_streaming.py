@@ -208,6 +208,13 @@ def _train_cmd(data, out, steps, *extra):
             "--train.sample-every", "0", *extra]
 
 
+def _cli_config(steps, **train_changes):
+    """The config _train_cmd gives ``sr3 train``."""
+    config = PRESETS["tiny"]
+    return config.replace(data=dataclasses.replace(config.data, source="stream", num_workers=2),
+                          train=dataclasses.replace(config.train, steps=steps, sample_every=0, **train_changes))
+
+
 def test_resume_after_kill_9_is_bit_exact_with_workers(image_folder, tmp_path):
     killed = tmp_path / "killed"
     proc = subprocess.Popen(_train_cmd(image_folder, killed, 100000, "--train.checkpoint-every", "3"),
@@ -229,10 +236,9 @@ def test_resume_after_kill_9_is_bit_exact_with_workers(image_folder, tmp_path):
     resumed = subprocess.run(_train_cmd(image_folder, killed, total, "--resume", "--train.checkpoint-every", "3"),
                              env=_python_env(), capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    full = tmp_path / "full"
-    uninterrupted = subprocess.run(_train_cmd(image_folder, full, total, "--train.checkpoint-every", "3"),
-                                   env=_python_env(), capture_output=True, text=True, timeout=300)
-    assert uninterrupted.returncode == 0, uninterrupted.stderr[-2000:]
+    full = tmp_path / "full"  # the uninterrupted run, in this process (saves a start-up), same config as the CLI's
+    train(_cli_config(total, checkpoint_every=3), open_training_data(_cli_config(total), image_folder, full), full,
+          progress=False)
     for name in ("raw", "ema", "optimizer"):
         a = load_file(str(full / "checkpoint" / f"{name}.safetensors"))
         b = load_file(str(killed / "checkpoint" / f"{name}.safetensors"))
@@ -249,9 +255,7 @@ def test_two_processes_take_the_steps_of_one_process_with_the_whole_batch(image_
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=_python_env())
     assert proc.returncode == 0, proc.stderr[-2000:]
     one = tmp_path / "one"
-    proc = subprocess.run(_train_cmd(image_folder, one, 4, "--train.grad-accum", "2"), capture_output=True,
-                          text=True, timeout=300, env=_python_env())
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    train(_cli_config(4, grad_accum=2), open_training_data(_cli_config(4), image_folder, one), one, progress=False)
     torch.manual_seed(0)
     start = UNet(PRESETS["tiny"].model).state_dict()
     a, b = load_file(str(two / "checkpoint" / "raw.safetensors")), load_file(str(one / "checkpoint" / "raw.safetensors"))

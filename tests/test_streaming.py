@@ -188,6 +188,23 @@ def test_workers_give_the_same_draws_as_the_training_thread(image_folder, tmp_pa
         for pa, pb in zip(a, b):
             assert torch.equal(pa.batch.hr, pb.batch.hr) and pa.dropout_seed == pb.dropout_seed
             assert torch.equal(pa.generator_state, pb.generator_state)
+    # the training process continues the very stream that drew the batch (gamma and eps come next)
+    g = step_generator(3, 5, 1)
+    torch.randint(2**62, (1,), generator=g)  # the dropout seed
+    dataset.sample(2, g)
+    assert torch.equal(torch.rand(8, generator=g), torch.rand(8, generator=inline[0][1].generator()))
+
+
+def test_ema_moves_towards_the_weights_by_the_warm_up_decay(image_folder, tmp_path):
+    config = tiny_config(steps=1)
+    train(config, ImageFolderDataset(image_folder, 32), tmp_path, progress=False)
+    torch.manual_seed(0)
+    start = UNet(config.model).state_dict()
+    raw, ema = (load_file(str(tmp_path / "checkpoint" / f"{n}.safetensors")) for n in ("raw", "ema"))
+    decay = min(config.train.ema_decay, 1 / 10)  # step 0 of the (1 + step) / (10 + step) warm-up
+    for k in start:
+        assert torch.allclose(ema[k], start[k] + (1 - decay) * (raw[k] - start[k]), atol=1e-6), k
+    assert any(not torch.equal(raw[k], start[k]) for k in start)
 
 
 def test_tar_shards_train_through_the_sr3_train_command(image_folder, tmp_path, capsys):

@@ -36,6 +36,10 @@ class Batch:
     skipped: tuple[str, ...] = ()
     """Unreadable files passed over while drawing this batch (streaming data), as one-line reasons."""
 
+    def to(self, device, non_blocking: bool = False) -> "Batch":
+        move = (lambda t: None if t is None else t.to(device, non_blocking=non_blocking))
+        return Batch(hr=move(self.hr), lr=move(self.lr), label=move(self.label), skipped=self.skipped)
+
 
 def uint8_chw(img) -> torch.Tensor:
     return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()

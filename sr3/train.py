@@ -199,8 +199,8 @@ def train(config: Config, dataset, out: Path, resume: bool = False, device: torc
         for m, draw in enumerate(draws):
             torch.manual_seed(draw.dropout_seed)  # dropout and conditioning augmentation
             generator = draw.generator()  # continues the part's stream after its batch: gamma, eps
-            hr, cond = make_conditioning(draw.batch, config)
-            hr, cond = hr.to(device, non_blocking=True), cond.to(device)
+            # on a GPU the LR input is made there too: no CPU bicubic resizing between steps
+            hr, cond = make_conditioning(draw.batch.to(device, non_blocking=True), config)
             # DDP averages gradients over processes once per step: not after the first micro-batches.
             with ddp.no_sync() if world.world > 1 and m < accum - 1 else contextlib.nullcontext():
                 if dc.objective == "regression":

@@ -289,3 +289,18 @@ def test_two_processes_take_the_steps_of_one_process_with_the_whole_batch(image_
     train(config, open_training_data(config, image_folder, tmp_path / "single"), tmp_path / "single", progress=False)
     c = load_file(str(tmp_path / "single" / "checkpoint" / "raw.safetensors"))
     assert any(not torch.allclose(a[k], c[k], rtol=1e-4, atol=1e-6) for k in a)
+
+
+def test_unusable_shards_are_one_line_user_errors(image_folder, tmp_path):
+    gz = tmp_path / "gz"
+    gz.mkdir()
+    with tarfile.open(gz / "shard-000000.tar", "w:gz") as tar:  # compressed: cannot seek to members
+        tar.add(sorted(image_folder.glob("*.png"))[0], arcname="000000.png")
+    with pytest.raises(UserError, match="not an uncompressed tar"):
+        write_index(gz, tmp_path / "i1")
+    unlabelled = write_shards(image_folder, tmp_path / "plain")
+    with pytest.raises(UserError, match="no .cls label"):
+        write_index(unlabelled, tmp_path / "i2", labelled=True)
+    code = main(["train", "--preset", "tiny", "--data", str(image_folder), "--out", str(tmp_path / "run"),
+                 "--steps", "1", "--no-progress", "--train.grad-accum", "3"])
+    assert code == 2  # batch 4 cannot be cut into 3 parts: a one-line error, no traceback

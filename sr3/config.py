@@ -169,6 +169,13 @@ class DataConfig:
     """Fraction in [0, 1] of training examples whose LR input is Gaussian-blurred (CDM, high-resolution stages)."""
     aug_blur_sigma: tuple[float, float] = (0.4, 0.6)
     """Range (low <= high, both > 0) of the blur kernel's standard deviation (pixels of the upsampled input)."""
+    source: Literal["auto", "memory", "stream"] = "auto"
+    """memory = decode every image once and keep it in RAM; stream = decode per draw from a file index
+    written once to OUT/data_index (memory independent of the dataset size, sr3/streaming.py);
+    auto = stream tar shards and folders of 2,000 or more images.  Draws are identical either way."""
+    num_workers: int = 0
+    """Data-loader worker processes (>= 0) that build the next batches while the model trains;
+    0 = build them on the training thread.  Batches do not depend on it."""
 
     def __post_init__(self):
         require(self.scale in SUPPORTED_SCALES, f"data.scale = {self.scale} is not supported; use one of "
@@ -183,6 +190,7 @@ class DataConfig:
         require(len(self.aug_blur_sigma) == 2 and all(_finite(s) and s > 0 for s in self.aug_blur_sigma)
                 and self.aug_blur_sigma[0] <= self.aug_blur_sigma[1],
                 f"data.aug_blur_sigma = {list(self.aug_blur_sigma)} must be two numbers 0 < low <= high")
+        require(self.num_workers >= 0, f"data.num_workers = {self.num_workers} must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -213,6 +221,14 @@ class TrainConfig:
     """Write a resumable checkpoint every N steps (>= 1)."""
     sample_steps: int = 20
     """Sampling steps of the preview grids (>= 1)."""
+    grad_accum: int = 1
+    """Micro-batches per process and step (>= 1); gradients are summed before the optimiser step.  The
+    batch is cut into (processes x grad_accum) parts, part p drawn from (seed, step, p): a run keeps
+    its exact steps on fewer devices when processes x grad_accum stays the same."""
+    compile: bool = False
+    """torch.compile the U-Net for training (pays a compile of minutes once; for long GPU runs)."""
+    channels_last: Literal["auto", "on", "off"] = "auto"
+    """Weights in channels-last memory format (faster tensor-core convolutions); auto = on for CUDA."""
 
     def __post_init__(self):
         require(self.steps >= 0, f"train.steps = {self.steps} must be >= 0")
@@ -227,6 +243,7 @@ class TrainConfig:
         require(self.sample_every >= 0, f"train.sample_every = {self.sample_every} must be >= 0 (0 = never)")
         require(self.checkpoint_every >= 1, f"train.checkpoint_every = {self.checkpoint_every} must be >= 1")
         require(self.sample_steps >= 1, f"train.sample_steps = {self.sample_steps} must be >= 1")
+        require(self.grad_accum >= 1, f"train.grad_accum = {self.grad_accum} must be >= 1")
 
 
 @dataclass(frozen=True)

@@ -28,18 +28,24 @@ from .imageio import list_images, load_image
 @dataclass
 class Batch:
     """hr: [B, 3, H, W] in [-1, 1]; lr: [B, 3, H/s, W/s] or None (made from hr);
-    label: [B] int64 class indices or None."""
+    label: [B] int64 class indices or None; skipped: see below."""
 
     hr: torch.Tensor
     lr: torch.Tensor | None = None
     label: torch.Tensor | None = None
+    skipped: tuple[str, ...] = ()
+    """Unreadable files passed over while drawing this batch (streaming data), as one-line reasons."""
+
+    def to(self, device, non_blocking: bool = False) -> "Batch":
+        move = (lambda t: None if t is None else t.to(device, non_blocking=non_blocking))
+        return Batch(hr=move(self.hr), lr=move(self.lr), label=move(self.label), skipped=self.skipped)
 
 
-def _uint8_chw(img) -> torch.Tensor:
+def uint8_chw(img) -> torch.Tensor:
     return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
 
 
-def _to_float(x: torch.Tensor) -> torch.Tensor:
+def to_float(x: torch.Tensor) -> torch.Tensor:
     return x.float().div(127.5).sub(1.0)
 
 
@@ -58,7 +64,8 @@ class ImageFolderDataset:
     log-uniformly from [1, downscale_max] (a square of crop_size * factor pixels,
     resized with anti-aliasing and rounded to 8 bits like a saved photo).
 
-    Images are decoded once and kept as uint8 (the 23 training photos take ~280 MB).
+    Images are decoded once and kept as uint8 (the 43 training photos take 0.6 GB); for
+    folders that do not fit in memory, sr3/streaming.py decodes per draw instead.
     Unreadable files and images smaller than the crop are skipped with a warning; a
     folder with no usable image is a UserError.
     """
@@ -82,7 +89,7 @@ class ImageFolderDataset:
             if min(img.size) < crop_size:
                 warnings.warn(f"skipping {path}: {img.size[0]}x{img.size[1]} is smaller than the {crop_size} px crop")
                 continue
-            self.images.append(_uint8_chw(img))
+            self.images.append(uint8_chw(img))
             self.names.append(path.name)
         if not self.images:
             raise UserError(f"{self.root}: no usable images (need png/jpg/webp/tiff at least {crop_size} px); "
@@ -95,18 +102,28 @@ class ImageFolderDataset:
         crops = []
         for _ in range(batch_size):
             img = self.images[int(torch.randint(len(self.images), (1,), generator=generator))]
-            side = self.crop_size
-            if self.downscale_max > 1:
-                factor = math.exp(float(torch.rand(1, generator=generator)) * math.log(self.downscale_max))
-                side = min(round(self.crop_size * factor), img.shape[1], img.shape[2])
-            top = int(torch.randint(img.shape[1] - side + 1, (1,), generator=generator))
-            left = int(torch.randint(img.shape[2] - side + 1, (1,), generator=generator))
-            crop = img[:, top:top + side, left:left + side]
-            if side != self.crop_size:
-                crop = F.interpolate(crop[None].float(), size=(self.crop_size, self.crop_size), mode="bicubic",
-                                     align_corners=False, antialias=True)[0].round().clamp(0, 255).to(torch.uint8)
-            crops.append(_random_flip(crop, generator, self.hflip, self.vflip))
-        return Batch(hr=_to_float(torch.stack(crops)))
+            crops.append(random_crop(img, self.crop_size, generator, self.downscale_max, self.hflip, self.vflip))
+        return Batch(hr=to_float(torch.stack(crops)))
+
+
+def random_crop(img: torch.Tensor, crop_size: int, generator: torch.Generator, downscale_max: float = 1.0,
+                hflip: bool = True, vflip: bool = False) -> torch.Tensor:
+    """One random ``crop_size`` crop of a uint8 image [3, H, W] (H, W >= crop_size), drawn from ``generator``.
+
+    Shared by the in-memory and the streaming datasets (sr3/streaming.py), so that
+    both turn the same image and generator state into the same crop.
+    """
+    side = crop_size
+    if downscale_max > 1:
+        factor = math.exp(float(torch.rand(1, generator=generator)) * math.log(downscale_max))
+        side = min(round(crop_size * factor), img.shape[1], img.shape[2])
+    top = int(torch.randint(img.shape[1] - side + 1, (1,), generator=generator))
+    left = int(torch.randint(img.shape[2] - side + 1, (1,), generator=generator))
+    crop = img[:, top:top + side, left:left + side]
+    if side != crop_size:
+        crop = F.interpolate(crop[None].float(), size=(crop_size, crop_size), mode="bicubic",
+                             align_corners=False, antialias=True)[0].round().clamp(0, 255).to(torch.uint8)
+    return _random_flip(crop, generator, hflip, vflip)
 
 
 class PairedFolderDataset:
@@ -138,7 +155,7 @@ class PairedFolderDataset:
             if min(hr.size) < crop_size:
                 warnings.warn(f"skipping {hr_paths[stem]}: smaller than the {crop_size} px crop")
                 continue
-            self.pairs.append((_uint8_chw(lr), _uint8_chw(hr)))
+            self.pairs.append((uint8_chw(lr), uint8_chw(hr)))
         if not self.pairs:
             raise UserError(f"{hr_root}: no usable LR/HR pairs; check sizes (HR = {scale} x LR) and names")
 
@@ -157,7 +174,7 @@ class PairedFolderDataset:
             both = _random_flip(torch.cat([upsample_nearest(lr_crop, s), hr_crop]), generator, self.hflip, self.vflip)
             lrs.append(both[:3, ::s, ::s])
             hrs.append(both[3:])
-        return Batch(hr=_to_float(torch.stack(hrs)), lr=_to_float(torch.stack(lrs)))
+        return Batch(hr=to_float(torch.stack(hrs)), lr=to_float(torch.stack(lrs)))
 
 
 def upsample_nearest(x: torch.Tensor, s: int) -> torch.Tensor:

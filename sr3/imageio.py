@@ -10,6 +10,7 @@ so an interrupted run never leaves a half-written output.
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from .atomic import atomic_write, atomic_write_bytes, atomic_write_text  # noqa: F401 (re-exported)
+from .atomic import atomic_write
 from .errors import UserError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
@@ -61,12 +62,25 @@ def load_image(path: str | Path) -> Image.Image:
         raise UserError(f"{path}: is a folder, expected an image file")
     if path.stat().st_size == 0:
         raise UserError(f"{path}: file is empty (0 bytes); re-export or remove it")
+    return _decode(path, path)
+
+
+def load_image_bytes(data: bytes, name: str | Path) -> Image.Image:
+    """Decode an encoded image held in memory (a member of a tar shard) like :func:`load_image`;
+    ``name`` labels the one-line UserError."""
+    if not data:
+        raise UserError(f"{name}: file is empty (0 bytes); re-export or remove it")
+    return _decode(io.BytesIO(data), Path(name))
+
+
+def _decode(source, path: Path) -> Image.Image:
+    """Open and fully decode ``source`` (a path or file object) into 8-bit RGB; errors name ``path``."""
     old_limit = Image.MAX_IMAGE_PIXELS
     try:
         Image.MAX_IMAGE_PIXELS = MAX_PIXELS
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(source) as img:
                 img.load()
                 return _to_rgb(img, path)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):

@@ -141,7 +141,7 @@ class LabelledDataset:
         elif is_class_folder(root):
             arrays, labels, names = load_class_folders(root)
             side = max(max(a.shape[:2]) for a in arrays)
-            tensors = torch.stack([_pad_square(torch.from_numpy(a.copy()).permute(2, 0, 1), side) for a in arrays])
+            tensors = torch.stack([pad_square(torch.from_numpy(a.copy()).permute(2, 0, 1), side) for a in arrays])
         else:
             raise UserError(f"{root}: neither IDX files (train-images-idx3-ubyte[.gz]) nor class sub-folders")
         side = max(tensors.shape[-2:])
@@ -151,7 +151,7 @@ class LabelledDataset:
                             f"use a divisor such as {self.pad_to}, {self.pad_to // 2} or {self.pad_to // 4}")
         if channels not in (1, 3):
             raise UserError(f"channels must be 1 or 3, got {channels}")
-        self.images = _pad_square(tensors, self.pad_to)  # uint8 [N, C, P, P], C = 1 or 3
+        self.images = pad_square(tensors, self.pad_to)  # uint8 [N, C, P, P], C = 1 or 3
         self.labels = torch.from_numpy(labels)
         self.class_names = names
         self.resolution, self.channels, self.hflip, self.root = resolution, channels, hflip, root
@@ -165,23 +165,33 @@ class LabelledDataset:
 
     def images_at(self, index: torch.Tensor) -> torch.Tensor:
         """The images at ``index`` [B] as floats [B, channels, R, R] in [-1, 1] (no flips)."""
-        x = self.images[index].float().div(127.5).sub(1.0)
-        if x.shape[1] != self.channels:
-            x = x.mean(dim=1, keepdim=True) if self.channels == 1 else x.expand(-1, 3, -1, -1)
-        if self.resolution != self.pad_to:
-            x = downsample(x, self.pad_to // self.resolution)
-        return x.contiguous()
+        return to_resolution(self.images[index], self.channels, self.resolution)
 
     def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
         index = torch.randint(len(self.labels), (batch_size,), generator=generator)
-        x = self.images_at(index)
-        if self.hflip:
-            flip = torch.rand(batch_size, generator=generator) < 0.5
-            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-        return Batch(hr=x, label=self.labels[index])
+        return Batch(hr=random_hflips(self.images_at(index), generator, self.hflip), label=self.labels[index])
 
 
-def _pad_square(x: torch.Tensor, side: int) -> torch.Tensor:
+def to_resolution(padded: torch.Tensor, channels: int, resolution: int) -> torch.Tensor:
+    """uint8 squares [B, C, P, P] -> floats [B, channels, R, R] in [-1, 1] (grey<->RGB, then the
+    degradation operator's integer downsampling P -> R).  Shared with sr3/streaming.py."""
+    x = padded.float().div(127.5).sub(1.0)
+    if x.shape[1] != channels:
+        x = x.mean(dim=1, keepdim=True) if channels == 1 else x.expand(-1, 3, -1, -1)
+    if resolution != x.shape[-1]:
+        x = downsample(x, x.shape[-1] // resolution)
+    return x.contiguous()
+
+
+def random_hflips(x: torch.Tensor, generator: torch.Generator, enabled: bool) -> torch.Tensor:
+    """Flip each image of [B, C, H, W] left/right with probability 1/2 (one draw of B numbers)."""
+    if not enabled:
+        return x
+    flip = torch.rand(x.shape[0], generator=generator) < 0.5
+    return torch.where(flip[:, None, None, None], x.flip(-1), x)
+
+
+def pad_square(x: torch.Tensor, side: int) -> torch.Tensor:
     """Centre [..., H, W] on a black ``side`` x ``side`` canvas (Fashion-MNIST's background is 0)."""
     h, w = x.shape[-2:]
     top, left = (side - h) // 2, (side - w) // 2

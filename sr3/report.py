@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .imageio import atomic_write_text
+from .atomic import atomic_write_text
 
 # (key in metrics.json, column title, format, higher is better?)
 TABLE_COLUMNS = [

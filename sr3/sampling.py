@@ -69,9 +69,8 @@ def sample(model: torch.nn.Module, config: Config, cond: Conditioning, shape: tu
     gammas = noise_levels(denoiser, sampling, stop_level)
     noise = PerSampleNoise(seeds, sampling.temperature)
     x = noise(torch.empty(shape, device=device))
-    step_callback = None
-    if callback is not None:
-        def step_callback(info: dict) -> None:
-            callback({**info, "image": denoiser.to_image(info["denoised"])})
-    x = SAMPLERS[sampling.sampler](denoise, x, gammas, noise, eta=sampling.eta, callback=step_callback)
+    def step_callback(info: dict) -> None:
+        callback({**info, "image": denoiser.to_image(info["denoised"])})
+    x = SAMPLERS[sampling.sampler](denoise, x, gammas, noise, eta=sampling.eta,
+                                   callback=step_callback if callback is not None else None)
     return x if stop_level > 0 else denoiser.to_image(x)

@@ -1,10 +1,13 @@
 """``sr3 train``: one loop for SR3, the regression baseline and class-conditional base models.
 
 The loop is deliberately plain: draw a batch from a generator seeded by
-(seed, step, rank), compute the loss of :mod:`sr3.losses`, AdamW step with warm-up
+(seed, step, part), compute the loss of :mod:`sr3.losses`, AdamW step with warm-up
 and gradient clipping, EMA update.  Because every random draw of step k depends only
-on (seed, k, rank), ``--resume`` after a kill continues bit-for-bit where the last
-checkpoint stopped.
+on (seed, k, part), ``--resume`` after a kill continues bit-for-bit where the last
+checkpoint stopped, and data-loader workers can build the next batches ahead
+(sr3/step_loader.py).  A part is one micro-batch: the batch is cut into
+processes x ``train.grad_accum`` parts.  Nothing waits on the GPU between steps:
+the loss is read back only at log steps, EMA and AdamW update all tensors at once.
 
 Several processes: launch the same command with ``torchrun --nproc_per_node N``
 (gloo on CPU, NCCL on GPU); gradients are averaged by DistributedDataParallel and
@@ -13,16 +16,15 @@ only rank 0 writes files.
 
 from __future__ import annotations
 
+import contextlib
 import copy
-import json
 import os
 import platform
 import sys
 import time
-from dataclasses import replace
+import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from tqdm import tqdm
@@ -30,41 +32,25 @@ from tqdm import tqdm
 from .atomic import json_line
 from .augment import augment_for_training
 from .checkpoint import load_training_checkpoint, save_model_dir, save_training_checkpoint
-from .config import Config, SamplingConfig
-from .data import ImageFolderDataset, PairedFolderDataset, make_sr_pair
+from .config import Config, SamplingConfig, TrainConfig
+from .data import make_sr_pair
 from .diffusion import Conditioning, make_denoiser
 from .errors import UserError
 from .imageio import save_image, tensor_to_pil
-from .labelled_data import LabelledDataset, is_class_folder, is_idx_folder
 from .sampling import sample
 from .schedules import training_gammas
+from .step_loader import step_generator, step_loader
+from .streaming import open_training_data
 from .unet import UNet, count_parameters
 
 
 PREVIEW_STREAM = 2**31  # a "step" index no training step uses, for the fixed preview crops
 
 
-def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
-    """The generator for everything random in one step of one process."""
-    state = np.random.SeedSequence([seed, step, rank]).generate_state(1, dtype=np.uint64)[0]
-    return torch.Generator().manual_seed(int(state))
-
-
 # ------------------------------------------------------------------ set-up
-def open_dataset(config: Config, data: Path, lr_data: Path | None = None):
-    """The training set for ``config``: labelled data, paired LR/HR folders, or an image folder."""
-    d = config.data
-    # Labelled data (IDX files, or class sub-folders for a class-conditional model) feeds
-    # CDM's base model and its SR stages; see sr3/labelled_data.py.
-    if d.task == "generate" or is_idx_folder(data) or (config.model.num_classes and is_class_folder(data)):
-        dataset = LabelledDataset(data, d.crop_size, channels=config.model.image_channels, hflip=d.hflip)
-        if config.model.num_classes and dataset.num_classes > config.model.num_classes:
-            raise UserError(f"{data}: {dataset.num_classes} classes but model.num_classes is "
-                            f"{config.model.num_classes}; raise --model.num-classes")
-        return dataset
-    if lr_data:
-        return PairedFolderDataset(lr_data, data, d.scale, d.crop_size, d.hflip, d.vflip)
-    return ImageFolderDataset(data, d.crop_size, d.hflip, d.vflip, d.downscale_max)
+def open_dataset(config: Config, data: Path, out: Path, lr_data: Path | None = None):
+    """In memory or streamed from a file index written once to OUT/data_index (sr3/streaming.py)."""
+    return open_training_data(config, data, out, lr_data)
 
 
 def make_conditioning(batch, config: Config, generator: torch.Generator | None = None
@@ -94,13 +80,16 @@ class Distributed:
         self.rank = int(os.environ.get("RANK", "0"))
         if self.world > 1:
             backend = "nccl" if device.type == "cuda" else "gloo"
+            if device.type == "cuda":
+                torch.cuda.set_device(device)  # NCCL binds each process to its own GPU
             dist.init_process_group(backend=backend)
         self.is_main = self.rank == 0
 
-    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+    def wrap(self, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
         if self.world == 1:
             return model
-        return torch.nn.parallel.DistributedDataParallel(model)
+        ids = [device] if device.type == "cuda" else None
+        return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
     def close(self):
         if self.world > 1:
@@ -122,59 +111,85 @@ def train(config: Config, dataset, out: Path, resume: bool = False, device: torc
     device = device or pick_device(None)
     tc, dc = config.train, config.diffusion
     world = Distributed(device)
-    if tc.batch_size % world.world:
-        raise UserError(f"train.batch_size {tc.batch_size} must be divisible by the {world.world} processes")
-    per_rank = tc.batch_size // world.world
+    accum = tc.grad_accum
+    if accum < 1 or config.data.num_workers < 0:
+        raise UserError("train.grad_accum must be >= 1 and data.num_workers >= 0")
+    if tc.batch_size % (world.world * accum):
+        raise UserError(f"train.batch_size {tc.batch_size} must be divisible by the {world.world} processes "
+                        f"x train.grad_accum {accum}")
+    part_size = tc.batch_size // (world.world * accum)
+    if device.type == "cuda":
+        # fixed shapes: let cuDNN time its kernels once (GPU runs are not bit-reproducible anyway:
+        # cuDNN's backward passes sum with atomics)
+        torch.backends.cudnn.benchmark = True
 
     torch.manual_seed(tc.seed)  # identical initial weights on every rank
     model = UNet(config.model).to(device)
+    if tc.channels_last == "on" or (tc.channels_last == "auto" and device.type == "cuda"):
+        model = model.to(memory_format=torch.channels_last)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    optimizer = make_optimizer(model, tc, device)
     start = 0
     if resume:
         start = load_training_checkpoint(out, model, ema, optimizer)
     elif world.is_main and (out / "checkpoint").exists():
         raise UserError(f"{out}: already holds a training run; pass --resume to continue it or choose another --out")
-    net = world.wrap(model)
+    ddp = world.wrap(model, device)
+    net = torch.compile(ddp) if tc.compile else ddp
     gammas = training_gammas(dc)
     if world.is_main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(config.to_json())
     log = open(out / "log.jsonl", "a") if world.is_main else None
     preview = dataset.sample(min(4, tc.batch_size), step_generator(tc.seed, PREVIEW_STREAM, 0))  # fixed images for grids
+    # Process r trains on parts r*accum .. r*accum + accum-1 of every step's batch (sr3/step_loader.py).
+    loader = step_loader(dataset, tc.seed, [world.rank * accum + m for m in range(accum)], part_size, start, tc.steps,
+                         num_workers=config.data.num_workers, pin_memory=device.type == "cuda")
     bar = tqdm(total=tc.steps, initial=start, disable=not (progress and world.is_main), unit="step",
                dynamic_ncols=True, file=sys.stderr)
+    ema_params, params = list(ema.parameters()), list(model.parameters())
+    # The loss is summed on the device and read (a host sync) only at log steps.
+    loss_sum, loss_terms = torch.zeros((), device=device), 0
+    loss_value, skipped_total = float("nan"), 0
     t0, wall0 = time.perf_counter(), time.time()
-    loss_value = float("nan")
-    for step in range(start, tc.steps):
-        generator = step_generator(tc.seed, step, world.rank)
-        torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))  # dropout
-        batch = dataset.sample(per_rank, generator)
-        hr, cond = make_conditioning(batch, config)
-        hr, cond = hr.to(device), cond.to(device)
-        loss = make_denoiser(net, dc, cond, bf16=tc.bf16, batched=True).loss(hr, gammas, generator)
+    for step, draws in zip(range(start, tc.steps), loader):
         for group in optimizer.param_groups:  # linear warm-up, then constant
             group["lr"] = tc.lr * min(1.0, (step + 1) / max(1, tc.warmup_steps))
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        for m, draw in enumerate(draws):
+            torch.manual_seed(draw.dropout_seed)  # dropout and conditioning augmentation
+            generator = draw.generator()  # continues the part's stream after its batch: gamma, eps
+            # on a GPU the LR input is made there too: no CPU bicubic resizing between steps
+            hr, cond = make_conditioning(draw.batch.to(device, non_blocking=True), config)
+            # DDP averages gradients over processes once per step: not after the first micro-batches.
+            with ddp.no_sync() if world.world > 1 and m < accum - 1 else contextlib.nullcontext():
+                loss = make_denoiser(net, dc, cond, bf16=tc.bf16, batched=True).loss(hr, gammas, generator)
+                (loss / accum if accum > 1 else loss).backward()
+            loss_sum += loss.detach()
+            loss_terms += 1
+            skipped_total += report_skipped(draw.batch.skipped, world.is_main)
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
         optimizer.step()
         decay = min(tc.ema_decay, (1 + step) / (10 + step))  # short runs still get a useful EMA
         with torch.no_grad():
-            for e, p in zip(ema.parameters(), model.parameters()):
-                e.lerp_(p, 1 - decay)
-        loss_value = loss.item()
+            torch._foreach_lerp_(ema_params, params, 1 - decay)
         done = step + 1
         bar.update(1)
-        bar.set_postfix(loss=f"{loss_value:.4f}")
+        if done % tc.log_every == 0 or done == tc.steps:
+            loss_value = float(loss_sum) / loss_terms  # mean over the micro-batches since the last log line
+            loss_sum.zero_()
+            loss_terms = 0
+            bar.set_postfix(loss=f"{loss_value:.4f}")
+            if world.is_main:
+                elapsed = time.perf_counter() - t0
+                log.write(json_line({"step": done, "loss": loss_value, "grad_norm": float(grad_norm),
+                                      "lr": optimizer.param_groups[0]["lr"],
+                                      "images_per_s": (done - start) * tc.batch_size / elapsed,
+                                      "elapsed_s": round(elapsed, 4),
+                                      "skipped_files": skipped_total}) + "\n")
+                log.flush()
         if not world.is_main:
             continue
-        if done % tc.log_every == 0 or done == tc.steps:
-            elapsed = time.perf_counter() - t0
-            log.write(json_line({"step": done, "loss": loss_value, "grad_norm": float(grad_norm),
-                                  "lr": optimizer.param_groups[0]["lr"],
-                                  "images_per_s": (done - start) * tc.batch_size / elapsed}) + "\n")
-            log.flush()
         if done % tc.checkpoint_every == 0 or done == tc.steps:
             save_training_checkpoint(out, model, ema, optimizer, done, config)
         if tc.sample_every and (done % tc.sample_every == 0 or done == tc.steps):
@@ -185,12 +200,30 @@ def train(config: Config, dataset, out: Path, resume: bool = False, device: torc
         card = {"command": command, "steps": tc.steps, "final_loss": loss_value,
                 "train_seconds_this_session": round(time.time() - wall0, 1),
                 "parameters": count_parameters(model), "hardware": hardware_description(device),
-                "torch": torch.__version__}
+                "torch": torch.__version__, "skipped_files_this_session": skipped_total}
         save_model_dir(model_dir, ema, config, extra_files={"training.json": card})
     if log:
         log.close()
     world.close()
     return model_dir
+
+
+def make_optimizer(model: torch.nn.Module, tc: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW updating all tensors in one fused CUDA kernel, or with multi-tensor (foreach) ops on CPU."""
+    fast = {"fused": True} if device.type == "cuda" else {"foreach": True}
+    return torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, **fast)
+
+
+def report_skipped(reasons: tuple[str, ...], is_main: bool) -> int:
+    """Warn (rank 0) about files a streaming dataset passed over; returns how many."""
+    if is_main:
+        for reason in reasons:
+            warnings.warn(f"skipped training file: {reason}", SkippedFileWarning, stacklevel=2)
+    return len(reasons)
+
+
+class SkippedFileWarning(UserWarning):
+    """A training file could not be used and another was drawn in its place."""
 
 
 def hardware_description(device: torch.device) -> str:

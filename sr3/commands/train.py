@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out.exists() and not args.out.is_dir():
         raise UserError(f"{args.out}: is a file; --out must be a folder")
     config = resolve_config(args)
-    dataset = open_dataset(config, args.data, args.lr_data)
+    dataset = open_dataset(config, args.data, args.out, args.lr_data)
     device = pick_device(args.device)
     command = "sr3 " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("sr3") else ""
     model_dir = train(config, dataset, args.out, resume=args.resume, device=device,

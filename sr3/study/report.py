@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from ..imageio import atomic_write_bytes, atomic_write_text
+from ..atomic import atomic_write_bytes, atomic_write_text
 from .config import QUESTIONS, SEED_LIMIT, check_integer, check_number
 from .db import RESPONSE_COLUMNS, StudyDB, load_raters, load_responses
 from .design import KIND_CATCH, KIND_METHOD

@@ -227,6 +227,10 @@ def test_upscale_16x_with_two_4x_stages(cascade_dir, tmp_path):
     assert main(["upscale", str(tmp_path / "in.png"), "--cascade", str(cascade_dir), "--out", str(tmp_path / "o"),
                  "--no-progress"]) == 0
     assert Image.open(tmp_path / "o" / "in.png").size == (128, 128)
+    # --preview beside the input: the bicubic preview and the result share the 16x name, nothing else is left
+    assert main(["upscale", str(tmp_path / "in.png"), "--cascade", str(cascade_dir), "--preview", "--no-progress"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["in.png", "in_x16.png"]
+    assert Image.open(tmp_path / "in_x16.png").size == (128, 128)
 
 
 def test_sweep_reports_best(cascade_dir, idx_dir, tmp_path, capsys):

@@ -102,6 +102,11 @@ def test_user_errors_are_one_line_without_traceback(cli_model, inputs, tmp_path)
         "empty folder": (["train", "--preset", "tiny", "--data", str(tmp_path / "locked"), "--out", str(tmp_path / "t")],
                          "no usable images"),
         "no preset": (["train", "--data", str(inputs), "--out", str(tmp_path / "t")], "choose a model"),
+        "train schedule, too many steps": (["upscale", str(inputs / "a.png"), "--model", str(cli_model),
+                                            "--schedule", "train", "--steps", "5000"],
+                                           "the train schedule has only 2000 steps"),
+        "eta with ddpm": (["upscale", str(inputs / "a.png"), "--model", str(cli_model), "--sampler", "ddpm",
+                           "--eta", "0.5"], "applies to the ddim sampler only"),
         "bad temperature": (["upscale", str(inputs / "a.png"), "--model", str(cli_model), "--temperature", "1.5"],
                             "temperature = 1.5 is outside [0, 1]"),
     }

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from sr3.config import DiffusionConfig
@@ -72,3 +73,66 @@ def test_temperature_scales_every_draw_and_the_spread_of_ddim_samples():
         out = sample_ddim(gaussian_denoiser(mean, std), x, gammas, noise)
         assert abs(float(out.mean()) - mean) < 0.01
         assert abs(float(out.std()) - temperature * std) < 0.005, temperature
+
+
+def _ode_errors(sampler, step_counts, mean=0.3, std=0.2):
+    """Max error of a deterministic sampler against the exact probability-flow solution, for
+    N(mean, std^2) data and its exact denoiser, at each step count.
+
+    The ODE keeps a sample's standardised position in the marginal N(sqrt(g) mean, g std^2 + 1 - g),
+    so from x_T at the noisiest level the exact state at the last level gamma_L before 1 is known in
+    closed form; every sampler's last step returns the denoiser's estimate there.
+    """
+    x_T = torch.linspace(-2.5, 2.5, 101, dtype=torch.float64).reshape(-1, 1, 1, 1)
+    denoise = gaussian_denoiser(mean, std)
+    errors = []
+    for n in step_counts:
+        gammas = inference_gammas(n, "logsnr", DiffusionConfig())
+        g_T, g_L = float(gammas[0]), float(gammas[-2])
+        u = (x_T - g_T ** 0.5 * mean) / (g_T * std ** 2 + 1 - g_T) ** 0.5
+        exact = denoise(g_L ** 0.5 * mean + (g_L * std ** 2 + 1 - g_L) ** 0.5 * u, g_L)
+        out = sampler(denoise, x_T.clone(), gammas, lambda like: torch.zeros_like(like))
+        errors.append(float((out - exact).abs().max()))
+    return errors
+
+
+def test_dpmpp_2m_is_second_order_and_ddim_first_order():
+    """Doubling the steps divides the error by about 4 (second order) or 2 (first order).
+
+    With the log-SNR schedule the step sizes shrink uniformly, so the ratio of successive errors
+    estimates 2^order; a sign error in DPM-Solver++'s correction term makes it first order."""
+    steps = (8, 16, 32, 64)
+    for name, low, high in (("dpmpp", 3.2, 5.0), ("ddim", 1.6, 2.4)):
+        errors = _ode_errors(SAMPLERS[name], steps)
+        ratios = [a / b for a, b in zip(errors, errors[1:])]
+        assert all(low < r < high for r in ratios[1:]), (name, errors, ratios)
+
+
+def test_ddpm_injects_the_posterior_variance():
+    """DDPM's noise per step is the posterior variance beta~ = (1 - g_t)/(1 - g_s) (1 - g_s/g_t)
+    (see sample_ddpm's docstring), measured with a denoiser that returns a constant."""
+    gammas = torch.tensor([0.2, 0.6, 0.9, 1.0], dtype=torch.float64)
+    n = 200000
+    states = []
+    gen = torch.Generator().manual_seed(0)
+    SAMPLERS["ddpm"](lambda x, g: torch.zeros_like(x), torch.zeros(n, 1, 1, 1, dtype=torch.float64), gammas,
+                     lambda like: torch.randn(like.shape, generator=gen, dtype=like.dtype),
+                     callback=lambda info: states.append(info["x"].clone()))
+    # with x0_hat = 0 and x_s = 0 the mean is 0, so the first step's spread is the injected std
+    s, t = 0.2, 0.6
+    expected = (1 - t) / (1 - s) * (1 - s / t)
+    assert abs(float(states[0].var()) - expected) < 0.01 * expected
+    assert float(states[-1].abs().max()) == 0.0  # no noise is added at the last step (to gamma = 1)
+
+
+def test_every_sampler_takes_the_same_options():
+    x0 = torch.rand(2, 3, 4, 4)
+    gammas = inference_gammas(4, "logsnr", DiffusionConfig())
+    for name, sampler in SAMPLERS.items():
+        seen = []
+        sampler(lambda x, g: x0, torch.randn(2, 3, 4, 4), gammas, PerSampleNoise([0, 1]), eta=0.0,
+                callback=lambda info: seen.append(info["i"]))
+        assert seen == list(range(4)), name
+    for name in ("ddpm", "dpmpp"):
+        with pytest.raises(ValueError, match="eta"):
+            SAMPLERS[name](lambda x, g: x0, torch.randn(2, 3, 4, 4), gammas, PerSampleNoise([0, 1]), eta=0.5)

@@ -65,7 +65,8 @@ def test_step_generators_differ_by_step_and_rank():
 
 
 def test_regression_objective_lowers_its_loss(image_folder):
-    """The regression baseline trains through the same denoiser contract: its loss on a fixed batch falls."""
+    """The regression baseline trains through the same denoiser contract: optimising loss() brings its
+    prediction closer to the HR image (measured directly, not by loss() itself)."""
     config = tiny_config()
     config = config.replace(diffusion=dataclasses.replace(config.diffusion, objective="regression"))
     dataset = ImageFolderDataset(image_folder, config.data.crop_size)
@@ -73,18 +74,20 @@ def test_regression_objective_lowers_its_loss(image_folder):
     _, lr_up = make_sr_pair(batch, config.data.scale)
     torch.manual_seed(0)
     model = UNet(config.model)
-    denoiser = make_denoiser(model, config.diffusion, Conditioning(lr_upsampled=lr_up), batched=True)
+    cond = Conditioning(lr_upsampled=lr_up)
+    denoiser = make_denoiser(model, config.diffusion, cond, batched=True)
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
     gammas = training_gammas(config.diffusion)
-    with torch.no_grad():
-        before = denoiser.loss(batch.hr, gammas, torch.Generator()).item()
+
+    def error():
+        with torch.no_grad():
+            return float((denoiser(torch.zeros_like(batch.hr), 0.0) - batch.hr).abs().mean())
+    before = error()
     for _ in range(40):
         optimizer.zero_grad()
         denoiser.loss(batch.hr, gammas, torch.Generator()).backward()
         optimizer.step()
-    with torch.no_grad():
-        after = denoiser.loss(batch.hr, gammas, torch.Generator()).item()
-    assert after < 0.7 * before, (before, after)
+    assert error() < 0.7 * before, (before, error())
 
 
 def test_a_trained_regression_model_samples_in_one_evaluation(image_folder, tmp_path):

@@ -74,4 +74,7 @@ def sample(model: torch.nn.Module, config: Config, cond: Conditioning, shape: tu
         def step_callback(info: dict) -> None:
             callback({**info, "image": denoiser.to_image(info["denoised"])})
     x = SAMPLERS[sampling.sampler](denoise, x, gammas, noise, eta=sampling.eta, callback=step_callback)
+    if not torch.isfinite(x).all():  # NaN would become a black image: an error, never a result
+        raise UserError(f"sampling gave non-finite values (NaN/inf) with {sampling.sampler}, {sampling.steps} "
+                        "steps; the model's weights or these sampling settings are broken (a diverged training run?)")
     return x if stop_level > 0 else denoiser.to_image(x)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import platform
 import sys
@@ -27,7 +28,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from .atomic import json_line
+from .atomic import atomic_write_text, json_line
 from .augment import augment_for_training
 from .checkpoint import load_training_checkpoint, save_model_dir, save_training_checkpoint
 from .config import Config, SamplingConfig
@@ -140,12 +141,13 @@ def train(config: Config, dataset, out: Path, resume: bool = False, device: torc
     if world.is_main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(config.to_json())
-    log = open(out / "log.jsonl", "a") if world.is_main else None
+    log = open_log(out / "log.jsonl", start) if world.is_main else None
     preview = dataset.sample(min(4, tc.batch_size), step_generator(tc.seed, PREVIEW_STREAM, 0))  # fixed images for grids
     bar = tqdm(total=tc.steps, initial=start, disable=not (progress and world.is_main), unit="step",
                dynamic_ncols=True, file=sys.stderr)
     t0, wall0 = time.perf_counter(), time.time()
     loss_value = float("nan")
+    last_checkpoint = start
     for step in range(start, tc.steps):
         generator = step_generator(tc.seed, step, world.rank)
         torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))  # dropout
@@ -165,6 +167,10 @@ def train(config: Config, dataset, out: Path, resume: bool = False, device: torc
                 e.lerp_(p, 1 - decay)
         loss_value = loss.item()
         done = step + 1
+        if not math.isfinite(loss_value):  # diverged: stop before a NaN reaches a checkpoint or the model
+            raise UserError(f"training diverged at step {done} (loss {loss_value}); {out / 'checkpoint'} keeps "
+                            f"{'step ' + str(last_checkpoint) if last_checkpoint else 'no step yet'}: resume it "
+                            "with a lower --train.lr (or a higher --train.warmup-steps)")
         bar.update(1)
         bar.set_postfix(loss=f"{loss_value:.4f}")
         if not world.is_main:
@@ -177,6 +183,7 @@ def train(config: Config, dataset, out: Path, resume: bool = False, device: torc
             log.flush()
         if done % tc.checkpoint_every == 0 or done == tc.steps:
             save_training_checkpoint(out, model, ema, optimizer, done, config)
+            last_checkpoint = done
         if tc.sample_every and (done % tc.sample_every == 0 or done == tc.steps):
             write_sample_grid(ema, config, preview, out / "samples" / f"step_{done:07d}.png", device)
     bar.close()
@@ -191,6 +198,23 @@ def train(config: Config, dataset, out: Path, resume: bool = False, device: torc
         log.close()
     world.close()
     return model_dir
+
+
+def open_log(path: Path, start: int):
+    """log.jsonl for appending, holding only the lines of steps <= ``start`` (the checkpoint resumed
+    from; 0 for a new run): a run killed after logging past its last checkpoint logs those steps
+    again when resumed, and must not list them twice.  A torn last line is dropped too."""
+    kept = []
+    if path.exists():
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(entry, dict) and isinstance(entry.get("step"), int) and entry["step"] <= start:
+                kept.append(line + "\n")
+    atomic_write_text(path, "".join(kept))
+    return open(path, "a")
 
 
 def hardware_description(device: torch.device) -> str:

@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save_file
 import sr3.checkpoint
 import sr3.imageio
 import sr3.methods
+import sr3.unet
 from sr3.cli import main
 from sr3.config import Config, SamplingConfig
 from sr3.diffusion import Conditioning
@@ -410,3 +411,16 @@ def test_log_has_one_strict_json_line_per_step_after_kill_and_resume(checkpointe
         raise ValueError(f"bare {token} in log.jsonl")
     steps = [json.loads(line, parse_constant=strict)["step"] for line in log.read_text().splitlines()]
     assert steps == list(range(1, 11))
+
+
+def test_a_checkpoint_with_nan_weights_never_replaces_the_last_good_one(checkpointed_run):
+    """Weights can turn NaN while the loss of that step was still finite (an inf gradient)."""
+    config = Config.from_json_file(checkpointed_run / "checkpoint" / "config.json")
+    model = sr3.unet.UNet(config.model)
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("nan"))
+    optimizer = torch.optim.AdamW(model.parameters())
+    before = digests(checkpointed_run / "checkpoint")
+    with pytest.raises(UserError, match="NaN/inf"):
+        sr3.checkpoint.save_training_checkpoint(checkpointed_run, model, model, optimizer, 12, config)
+    assert digests(checkpointed_run / "checkpoint") == before and not (checkpointed_run / ".checkpoint.tmp").exists()

@@ -75,7 +75,7 @@ def plan_outputs(inputs: list[Path], output_for: Callable[[Path], Path], overwri
         out = output_for(src)
         folder = out.parent
         if folder not in folder_error:
-            folder_error[folder] = _folder_problem(folder)
+            folder_error[folder] = folder_problem(folder)
             if folder_error[folder]:
                 plan.problems.append(folder_error[folder])
         if folder_error[folder]:
@@ -92,7 +92,7 @@ def plan_outputs(inputs: list[Path], output_for: Callable[[Path], Path], overwri
     return plan
 
 
-def _folder_problem(folder: Path) -> str | None:
+def folder_problem(folder: Path) -> str | None:
     """None if a file can be created in ``folder`` (made if missing), else a one-line reason."""
     if folder.exists() and not folder.is_dir():
         return f"{folder}: is a file, not a folder; choose another --out"

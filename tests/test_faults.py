@@ -326,7 +326,10 @@ def test_train_flags_out_of_range_give_one_line(image_folder, tmp_path, capsys):
     for extra, message in [(["--out", str(tmp_path / "file")], "is a file; --out must be a folder"),
                            (["--train.lr", "nan"], "train.lr = nan is outside"),
                            (["--train.checkpoint-every", "0"], "train.checkpoint_every = 0 must be >= 1"),
-                           (["--train.log-every", "0"], "train.log_every = 0 must be >= 1")]:
+                           (["--train.log-every", "0"], "train.log_every = 0 must be >= 1"),
+                           (["--device", "bogus"], "--device bogus: not a device name"),
+                           (["--out", str(tmp_path / "file" / "sub")], "cannot write output folder"),
+                           *([(["--device", "cuda"], "no usable CUDA device")] if not torch.cuda.is_available() else [])]:
         argv = [*TRAIN, "--data", str(image_folder), *(["--out", str(tmp_path / "r")] if "--out" not in extra else []),
                 *extra]
         code, errors, _ = run(argv, capsys)

@@ -329,7 +329,8 @@ def test_train_flags_out_of_range_give_one_line(image_folder, tmp_path, capsys):
                            (["--train.log-every", "0"], "train.log_every = 0 must be >= 1"),
                            (["--device", "bogus"], "--device bogus: not a device name"),
                            (["--out", str(tmp_path / "file" / "sub")], "cannot write output folder"),
-                           *([(["--device", "cuda"], "no usable CUDA device")] if not torch.cuda.is_available() else [])]:
+                           *([(["--device", "cuda"], "no usable CUDA device")] if not torch.cuda.is_available()
+                             else [])]:
         argv = [*TRAIN, "--data", str(image_folder), *(["--out", str(tmp_path / "r")] if "--out" not in extra else []),
                 *extra]
         code, errors, _ = run(argv, capsys)
@@ -394,7 +395,8 @@ def test_disk_full_during_a_checkpoint_keeps_the_previous_one(checkpointed_run, 
     before = digests(checkpointed_run / "checkpoint")
     code, errors, _ = run([*TRAIN, "--data", str(image_folder), "--out", str(checkpointed_run), "--steps", "9",
                            "--resume"], capsys)
-    assert code == 2 and len(errors) == 1 and "cannot write the step-9 checkpoint (No space left on device)" in errors[0]
+    assert code == 2 and len(errors) == 1
+    assert "cannot write the step-9 checkpoint (No space left on device)" in errors[0]
     assert digests(checkpointed_run / "checkpoint") == before
     assert not (checkpointed_run / ".checkpoint.tmp").exists() and not (checkpointed_run / ".checkpoint.old").exists()
 

@@ -5,7 +5,8 @@ ways a file can be wrong (missing, empty, truncated, not an image, a decompressi
 bomb, a JPEG whose compressed data is garbage) into a one-line
 :class:`~sr3.errors.UserError`, turns the pixels upright by their EXIF orientation, and
 converts grey, RGBA, palette, CMYK and 16-bit images to 8-bit RGB with one warning that
-says what was dropped (16-bit precision, transparency, the ICC colour profile).  Every image that leaves
+says what was dropped (16-bit precision, transparency, a grey or CMYK ICC profile).  An RGB
+image's ICC profile is kept in ``info["icc_profile"]`` for the writer.  Every image that leaves
 goes through :func:`save_image`, which writes to a temporary file and renames it,
 so an interrupted run never leaves a half-written output.
 """
@@ -32,7 +33,7 @@ MAX_PIXELS = 128 * 1024 * 1024
 
 
 class ImageConversionWarning(UserWarning):
-    """An input image was not 8-bit RGB (or carried an ICC profile) and was converted."""
+    """An input image was not 8-bit RGB and was converted."""
 
 
 def list_images(inputs: list[str | Path] | str | Path) -> list[Path]:
@@ -75,7 +76,7 @@ def load_image(path: str | Path) -> Image.Image:
                     check_jpeg_data(path.read_bytes(), path)
                 sixteen_bit = any(";16" in str(tile.args) for tile in img.tile)  # 48-bit PNG opens as "RGB"
                 img.load()
-                return _to_rgb(_upright(img, path), path, sixteen_bit, bool(img.info.get("icc_profile")))
+                return _to_rgb(_upright(img, path), path, sixteen_bit)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise UserError(
             f"{path}: image is larger than {MAX_PIXELS // 2**20} M pixels (possible decompression bomb); "
@@ -149,15 +150,19 @@ def _upright(img: Image.Image, path: Path) -> Image.Image:
         return img
 
 
-def _to_rgb(img: Image.Image, path: Path, sixteen_bit: bool = False, icc_profile: bool = False) -> Image.Image:
+def _to_rgb(img: Image.Image, path: Path, sixteen_bit: bool = False) -> Image.Image:
     dropped = []
     if sixteen_bit or img.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
         dropped.append("16-bit precision (kept 8 bits)")
     has_alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (img.mode == "P" and "transparency" in img.info)
     if has_alpha:
         dropped.append("transparency (composited on white)")
-    if icc_profile:
-        dropped.append("ICC colour profile (pixel values kept, read as sRGB)")
+    profile = img.info.get("icc_profile")
+    # An RGB profile stays with the pixels (``info["icc_profile"]``; sr3 upscale writes it into the output),
+    # a grey or CMYK one cannot describe the RGB result.
+    keep_profile = bool(profile) and img.mode in ("RGB", "RGBA", "P")
+    if profile and not keep_profile:
+        dropped.append("ICC colour profile")
     original = img.mode
     if img.mode == "RGB":
         out = img.copy()
@@ -173,6 +178,7 @@ def _to_rgb(img: Image.Image, path: Path, sixteen_bit: bool = False, icc_profile
         out = Image.alpha_composite(background, rgba).convert("RGB")
     else:
         out = img.convert("RGB")
+    out.info = {"icc_profile": profile} if keep_profile else {}
     if original != "RGB" or dropped:
         what = f"converted {original} image to 8-bit RGB" if original != "RGB" else "read as 8-bit RGB"
         warnings.warn(f"{path}: {what}" + (f"; dropped: {', '.join(dropped)}" if dropped else ""),

@@ -198,6 +198,7 @@ def test_awkward_images_each_give_one_line_and_the_rest_is_written(tmp_path, cap
     photo.crop((0, 0, 12, 1)).save(src / "one_row.png")
     upright = exif_rotated(src / "rotated.jpg")
     photo.save(src / "with_icc.png", icc_profile=b"not really a profile")
+    photo.convert("CMYK").save(src / "cmyk_icc.jpg", icc_profile=b"a CMYK profile")
     good = src / "a.png"
     photo.save(good)
     (src / "zero.png").write_bytes(b"")
@@ -210,7 +211,7 @@ def test_awkward_images_each_give_one_line_and_the_rest_is_written(tmp_path, cap
     bad = {"zero.png": "empty (0 bytes)", "text.png": "not a readable image", "truncated.png": "corrupt or truncated",
            "bomb.png": "decompression bomb", "corrupt.jpg": "corrupt JPEG data"}
     assert code == 1
-    assert len(errors) == len(bad) and f"sr3: {len(bad)} of 18 images failed" in err
+    assert len(errors) == len(bad) and f"sr3: {len(bad)} of 19 images failed" in err
     for name, message in bad.items():
         assert sum(name in line for line in errors) == 1 and message in next(e for e in errors if name in e)
     written = sorted(p.name for p in out.iterdir())
@@ -222,9 +223,13 @@ def test_awkward_images_each_give_one_line_and_the_rest_is_written(tmp_path, cap
         assert Image.open(out / name).size == (2 * w, 2 * h), name
     warnings = [line for line in err.splitlines() if line.startswith("sr3: warning")]
     for name, dropped in {"rgb48.png": "16-bit", "grey16.png": "16-bit", "rgba.png": "transparency",
-                          "palette.png": "transparency", "with_icc.png": "ICC", "cmyk.jpg": "CMYK"}.items():
+                          "palette.png": "transparency", "cmyk_icc.jpg": "CMYK image to 8-bit RGB; dropped: ICC",
+                          "cmyk.jpg": "CMYK"}.items():
         lines = [w for w in warnings if f"{name}:" in w]
         assert len(lines) == 1 and dropped in lines[0], (name, warnings)
+    # an RGB image's colour profile is kept in the output (no warning: nothing was dropped)
+    assert Image.open(out / "with_icc.png").info["icc_profile"] == b"not really a profile"
+    assert not [w for w in warnings if "with_icc.png" in w]
     # 5: the rotated photo comes out upright: red on top, as a viewer shows the input
     result = np.asarray(Image.open(out / "rotated.jpg"), dtype=float)
     assert np.asarray(upright)[0, 0, 0] > 200 and result[:12, :, 0].mean() > 200 and result[-12:, :, 0].mean() < 60

@@ -84,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
     bar = tqdm(total=len(plan.jobs), unit="img", disable=args.no_progress, file=sys.stderr, position=0)
     pending: list[tuple[int, Path, Path, torch.Tensor]] = []
     previews: set[Path] = set()  # written and not yet replaced by their result
+    profiles: dict[Path, dict] = {}  # input -> its ICC profile, kept in the output (PNG, JPEG, WebP, TIFF)
 
     def fail(src: Path, message: str) -> None:
         nonlocal failures
@@ -122,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         for (_, src, out, _), img in zip(pending, sr):
             if img is not None:
                 try:
-                    save_image(tensor_to_pil(img), out)
+                    save_image(tensor_to_pil(img), out, **profiles.pop(src, {}))
                 except UserError as e:
                     fail(src, str(e))
             if preview_path(out) in previews:
@@ -134,7 +135,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         for k, src, out in plan.jobs:
             try:
-                lr = pil_to_tensor(load_image(src))
+                image = load_image(src)
+                lr = pil_to_tensor(image)
+                if image.info.get("icc_profile"):
+                    profiles[src] = {"icc_profile": image.info["icc_profile"]}
             except UserError as e:
                 fail(src, str(e))
                 bar.update(1)

@@ -14,6 +14,8 @@ import io
 import json
 import shutil
 import struct
+import subprocess
+import sys
 import warnings
 import zlib
 from pathlib import Path
@@ -82,6 +84,15 @@ def test_out_equal_to_the_input_folder_is_refused_and_the_originals_kept(photos,
     before = digests(photos)
     code, errors, _ = run(["upscale", str(photos / "a.png"), str(photos / "a_x2.png"), *BICUBIC], capsys)
     assert code == 2 and len(errors) == 1 and "a_x2.png: is an input" in errors[0]
+    assert digests(photos) == before
+
+
+def test_a_real_process_refuses_out_equal_to_input_with_exit_2_and_no_traceback(photos):
+    before = digests(photos)
+    proc = subprocess.run([sys.executable, "-m", "sr3", "upscale", str(photos), "--out", str(photos), "--method",
+                           "bicubic", "--no-progress"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert len(proc.stderr.splitlines()) == 1 and "is an input and would be overwritten" in proc.stderr
     assert digests(photos) == before
 
 
@@ -290,6 +301,7 @@ def test_out_of_range_and_wrong_values_give_one_line(tiny_model_dir, photos, tmp
         (["--model", model, "--eta", "nan"], "eta = nan is outside"),
         (["--model", model, "--scale", "8"], "upscales 4x, not 8x"),
         (["--model", model, "--scale", "16"], "upscales 4x, not 16x"),
+        (["--scale", "8"], "upscales 4x, not 8x"),  # the shipped model
         (["--method", "bicubic", "--scale", "0"], "--scale 0 must be an integer in [1, 16]"),
         (["--method", "bicubic", "--scale", "-2"], "--scale -2 must be"),
         (["--method", "bicubic", "--scale", "100"], "--scale 100 must be"),

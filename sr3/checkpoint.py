@@ -33,6 +33,8 @@ def resolve_model_dir(path: str | Path) -> Path:
     if not path.exists():
         raise UserError(f"{path}: model directory not found; pass --model DIR (a folder with {CONFIG_FILE} "
                         f"and {WEIGHTS_FILE})")
+    if not path.is_dir():
+        raise UserError(f"{path}: is a file; --model takes a model folder (with {CONFIG_FILE} and {WEIGHTS_FILE})")
     if not (path / WEIGHTS_FILE).exists() and (path / "model" / WEIGHTS_FILE).exists():
         return path / "model"
     return path
@@ -42,13 +44,18 @@ def save_model_dir(path: str | Path, model: torch.nn.Module, config: Config, dty
                    extra_files: dict[str, dict] | None = None) -> Path:
     """Write config.json and model.safetensors (optionally cast to ``dtype``, e.g. bf16 to ship)."""
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
     tensors = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
                for k, v in model.state_dict().items()}
-    _atomic_save_tensors(tensors, path / WEIGHTS_FILE, {"format": "pt"})
-    atomic_write_text(path / CONFIG_FILE, config.to_json())
-    for name, content in (extra_files or {}).items():
-        write_json(path / name, content)
+    check_finite(tensors, path / WEIGHTS_FILE)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        _atomic_save_tensors(tensors, path / WEIGHTS_FILE, {"format": "pt"})
+        atomic_write_text(path / CONFIG_FILE, config.to_json())
+        for name, content in (extra_files or {}).items():
+            write_json(path / name, content)
+    except OSError as e:
+        raise UserError(f"{path}: cannot write the model ({e.strerror or e}); free disk space or choose "
+                        "another folder") from None
     return path
 
 
@@ -70,8 +77,17 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> tupl
         if tensor.shape != expected[name].shape:
             raise UserError(f"{weights}: tensor {name} has shape {tuple(tensor.shape)} but {CONFIG_FILE} implies "
                             f"{tuple(expected[name].shape)}; the config does not match the weights")
+    check_finite(state, weights)
     model.load_state_dict({k: v.float() for k, v in state.items()})
     return model.to(device).eval(), config
+
+
+def check_finite(tensors: dict[str, torch.Tensor], source: Path) -> None:
+    """Weights with NaN/inf (a diverged run) would only ever give black images: refuse them."""
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise UserError(f"{source}: tensor {name} holds NaN/inf values (training diverged); retrain from an "
+                            "earlier checkpoint with a lower --train.lr")
 
 
 def load_sampling_defaults(path: str | Path) -> SamplingConfig:
@@ -101,15 +117,21 @@ def save_training_checkpoint(out: Path, model: torch.nn.Module, ema: torch.nn.Mo
                              optimizer: torch.optim.Optimizer, step: int, config: Config) -> None:
     """Write OUT/checkpoint atomically (temporary folder, then rename over the old one)."""
     final, tmp, old = out / "checkpoint", out / ".checkpoint.tmp", out / ".checkpoint.old"
+    raw = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    check_finite(raw, final / "raw.safetensors")  # never replace the last good checkpoint by a diverged one
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    _atomic_save_tensors({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-                         tmp / "raw.safetensors")
-    _atomic_save_tensors({k: v.detach().cpu().contiguous() for k, v in ema.state_dict().items()},
-                         tmp / "ema.safetensors")
-    _atomic_save_tensors(_flatten_optimizer(optimizer), tmp / "optimizer.safetensors")
-    atomic_write_text(tmp / CONFIG_FILE, config.to_json())
-    write_json(tmp / "state.json", {"step": step})
+    try:
+        tmp.mkdir(parents=True)
+        _atomic_save_tensors(raw, tmp / "raw.safetensors")
+        _atomic_save_tensors({k: v.detach().cpu().contiguous() for k, v in ema.state_dict().items()},
+                             tmp / "ema.safetensors")
+        _atomic_save_tensors(_flatten_optimizer(optimizer), tmp / "optimizer.safetensors")
+        atomic_write_text(tmp / CONFIG_FILE, config.to_json())
+        write_json(tmp / "state.json", {"step": step})
+    except OSError as e:  # disk full, quota: keep the previous checkpoint, leave no half-written one
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise UserError(f"{out}: cannot write the step-{step} checkpoint ({e.strerror or e}); the previous "
+                        "checkpoint is kept: free disk space and continue with --resume") from None
     shutil.rmtree(old, ignore_errors=True)
     if final.exists():
         os.replace(final, old)
@@ -126,16 +148,21 @@ def load_training_checkpoint(out: Path, model: torch.nn.Module, ema: torch.nn.Mo
     if not (ckpt / "state.json").exists():
         raise UserError(f"{out}: no checkpoint to resume from; run without --resume to start training")
     try:
-        step = int(json.loads((ckpt / "state.json").read_text())["step"])
+        step = json.loads((ckpt / "state.json").read_text())["step"]
     except (ValueError, KeyError, TypeError) as e:
         raise UserError(f"{ckpt / 'state.json'}: corrupt checkpoint state ({e})") from None
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise UserError(f"{ckpt / 'state.json'}: step {step!r} is not a step count (an integer >= 0); the file "
+                        "was edited or damaged: restore it or start a new run")
     try:
-        model.load_state_dict(read_tensors(ckpt / "raw.safetensors"))
-        ema.load_state_dict(read_tensors(ckpt / "ema.safetensors"))
+        for name, module in (("raw", model), ("ema", ema)):
+            tensors = read_tensors(ckpt / f"{name}.safetensors")
+            check_finite(tensors, ckpt / f"{name}.safetensors")
+            module.load_state_dict(tensors)
     except RuntimeError as e:
         raise UserError(f"{ckpt}: checkpoint does not match the configured model ({str(e).splitlines()[0]}); "
                         "resume with the same config") from None
-    _unflatten_optimizer(optimizer, read_tensors(ckpt / "optimizer.safetensors"))
+    _unflatten_optimizer(optimizer, read_tensors(ckpt / "optimizer.safetensors"), ckpt / "optimizer.safetensors")
     return step
 
 
@@ -147,10 +174,30 @@ def _flatten_optimizer(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tens
     return flat
 
 
-def _unflatten_optimizer(optimizer: torch.optim.Optimizer, flat: dict[str, torch.Tensor]) -> None:
+def _unflatten_optimizer(optimizer: torch.optim.Optimizer, flat: dict[str, torch.Tensor], source: Path) -> None:
+    """Restore the moments, checking each against its parameter: a tampered or foreign file would
+    otherwise fail deep inside the first optimiser step (or silently train with wrong moments)."""
     state_dict = optimizer.state_dict()
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    expected = {f"{i}.{key}": (() if key == "step" else tuple(p.shape))
+                for i, p in enumerate(params) for key in ("step", "exp_avg", "exp_avg_sq")}
+    def refuse(detail: str) -> UserError:
+        return UserError(f"{source}: optimizer state does not match the model ({detail}); restore the checkpoint "
+                         "or start a new run")
+    extra = sorted(set(flat) - set(expected))
+    if extra:
+        raise refuse(f"unexpected {extra[:3]}")
+    indices = {name.split(".", 1)[0] for name in flat}  # a parameter that never had a gradient has no state
+    missing = sorted(f"{i}.{key}" for i in indices for key in ("step", "exp_avg", "exp_avg_sq")
+                     if f"{i}.{key}" not in flat)
+    if missing:
+        raise refuse(f"missing {missing[:3]}")
     state: dict[int, dict] = {}
     for name, value in flat.items():
+        if tuple(value.shape) != expected[name]:
+            raise refuse(f"{name} has shape {tuple(value.shape)}, expected {expected[name]}")
+        if not value.is_floating_point() or not torch.isfinite(value).all() or (name.endswith("step") and value < 0):
+            raise refuse(f"{name} holds invalid values")
         index, key = name.split(".", 1)
         state.setdefault(int(index), {})[key] = value
     state_dict["state"] = state

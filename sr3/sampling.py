@@ -73,4 +73,7 @@ def sample(model: torch.nn.Module, config: Config, cond: Conditioning, shape: tu
         callback({**info, "image": denoiser.to_image(info["denoised"])})
     x = SAMPLERS[sampling.sampler](denoise, x, gammas, noise, eta=sampling.eta,
                                    callback=step_callback if callback is not None else None)
+    if not torch.isfinite(x).all():  # NaN would become a black image: an error, never a result
+        raise UserError(f"sampling gave non-finite values (NaN/inf) with {sampling.sampler}, {sampling.steps} "
+                        "steps; the model's weights or these sampling settings are broken (a diverged training run?)")
     return x if stop_level > 0 else denoiser.to_image(x)

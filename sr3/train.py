@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
+import math
 import os
 import platform
 import sys
@@ -29,7 +31,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from .atomic import json_line
+from .atomic import atomic_write_text, json_line
 from .augment import augment_for_training
 from .checkpoint import load_training_checkpoint, save_model_dir, save_training_checkpoint
 from .config import Config, SamplingConfig, TrainConfig
@@ -140,7 +142,7 @@ def train(config: Config, dataset, out: Path, resume: bool = False, device: torc
     if world.is_main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(config.to_json())
-    log = open(out / "log.jsonl", "a") if world.is_main else None
+    log = open_log(out / "log.jsonl", start) if world.is_main else None
     preview = dataset.sample(min(4, tc.batch_size), step_generator(tc.seed, PREVIEW_STREAM, 0))  # fixed images for grids
     # Process r trains on parts r*accum .. r*accum + accum-1 of every step's batch (sr3/step_loader.py).
     loader = step_loader(dataset, tc.seed, [world.rank * accum + m for m in range(accum)], part_size, start, tc.steps,
@@ -152,6 +154,7 @@ def train(config: Config, dataset, out: Path, resume: bool = False, device: torc
     loss_sum, loss_terms = torch.zeros((), device=device), 0
     loss_value, skipped_total = float("nan"), 0
     t0, wall0 = time.perf_counter(), time.time()
+    last_checkpoint = start
     for step, draws in zip(range(start, tc.steps), loader):
         for group in optimizer.param_groups:  # linear warm-up, then constant
             group["lr"] = tc.lr * min(1.0, (step + 1) / max(1, tc.warmup_steps))
@@ -174,6 +177,13 @@ def train(config: Config, dataset, out: Path, resume: bool = False, device: torc
         with torch.no_grad():
             torch._foreach_lerp_(ema_params, params, 1 - decay)
         done = step + 1
+        checkpoint_now = done % tc.checkpoint_every == 0 or done == tc.steps
+        # A diverged run stops before a NaN reaches a checkpoint or the model.  The loss is read on the
+        # host only at log and checkpoint steps (no per-step sync); loss_sum holds every step since the last log.
+        if (done % tc.log_every == 0 or checkpoint_now) and not math.isfinite(float(loss_sum)):
+            raise UserError(f"training diverged by step {done} (non-finite loss); {out / 'checkpoint'} keeps "
+                            f"{'step ' + str(last_checkpoint) if last_checkpoint else 'no step yet'}: resume it "
+                            "with a lower --train.lr (or a higher --train.warmup-steps)")
         bar.update(1)
         if done % tc.log_every == 0 or done == tc.steps:
             loss_value = float(loss_sum) / loss_terms  # mean over the micro-batches since the last log line
@@ -190,8 +200,9 @@ def train(config: Config, dataset, out: Path, resume: bool = False, device: torc
                 log.flush()
         if not world.is_main:
             continue
-        if done % tc.checkpoint_every == 0 or done == tc.steps:
+        if checkpoint_now:
             save_training_checkpoint(out, model, ema, optimizer, done, config)
+            last_checkpoint = done
         if tc.sample_every and (done % tc.sample_every == 0 or done == tc.steps):
             write_sample_grid(ema, config, preview, out / "samples" / f"step_{done:07d}.png", device)
     bar.close()
@@ -224,6 +235,21 @@ def report_skipped(reasons: tuple[str, ...], is_main: bool) -> int:
 
 class SkippedFileWarning(UserWarning):
     """A training file could not be used and another was drawn in its place."""
+def open_log(path: Path, start: int):
+    """log.jsonl for appending, holding only the lines of steps <= ``start`` (the checkpoint resumed
+    from; 0 for a new run): a run killed after logging past its last checkpoint logs those steps
+    again when resumed, and must not list them twice.  A torn last line is dropped too."""
+    kept = []
+    if path.exists():
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(entry, dict) and isinstance(entry.get("step"), int) and entry["step"] <= start:
+                kept.append(line + "\n")
+    atomic_write_text(path, "".join(kept))
+    return open(path, "a")
 
 
 def hardware_description(device: torch.device) -> str:

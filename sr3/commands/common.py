@@ -49,3 +49,10 @@ def check_seed(seed: int) -> int:
 
 def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` is PyTorch running out of memory (CUDA's OutOfMemoryError, or the CPU allocator's
+    RuntimeError), which a user fixes with smaller tiles or batches rather than a bug report."""
+    return isinstance(error, torch.OutOfMemoryError) or (
+        isinstance(error, RuntimeError) and ("out of memory" in str(error) or "can't allocate memory" in str(error)))

@@ -11,9 +11,11 @@ from pathlib import Path
 from ..config import Config, DataConfig, DiffusionConfig, TrainConfig, UNetConfig, add_dataclass_arguments, \
     apply_flags, apply_overrides
 from ..errors import UserError
+from ..outputs import folder_problem
 from ..presets import PRESETS
 from ..raisr import RAISRTrainConfig, train_raisr
 from ..train import open_dataset, pick_device, train
+from .common import check_device
 
 CONFIG_SECTIONS = (("model", UNetConfig), ("diffusion", DiffusionConfig), ("data", DataConfig), ("train", TrainConfig))
 
@@ -79,8 +81,11 @@ def run(args: argparse.Namespace) -> int:
     if args.out.exists() and not args.out.is_dir():
         raise UserError(f"{args.out}: is a file; --out must be a folder")
     config = resolve_config(args)
+    device = pick_device(check_device(args.device) if args.device else None)
+    problem = folder_problem(args.out)  # before the data is read, not at the first checkpoint
+    if problem:
+        raise UserError(problem)
     dataset = open_dataset(config, args.data, args.out, args.lr_data)
-    device = pick_device(args.device)
     command = "sr3 " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("sr3") else ""
     model_dir = train(config, dataset, args.out, resume=args.resume, device=device,
                       progress=not args.no_progress, command=command)

@@ -1,4 +1,8 @@
-"""``sr3 upscale``: upscale files and folders with any registered method, one bad file never stopping the rest."""
+"""``sr3 upscale``: upscale files and folders with any registered method, one bad file never stopping the rest.
+
+Outputs are planned before any work (sr3/outputs.py): an input is never overwritten, two
+inputs never share an output, an existing output is skipped unless ``--overwrite``.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,11 @@ from ..degradation import upsample
 from ..errors import UserError
 from ..imageio import list_images, load_image, pil_to_tensor, save_image, tensor_to_pil
 from ..methods import METHODS, MethodOptions, Upscaler, build_method
-from .common import add_device_argument, add_sampling_arguments, check_device, check_seed, sampling_flags
+from ..outputs import plan_outputs, preview_path
+from .common import add_device_argument, add_sampling_arguments, check_device, check_seed, is_out_of_memory, \
+    sampling_flags, say
+
+MAX_CLASSIC_SCALE = 16
 
 
 def add_parser(subparsers) -> None:
@@ -25,13 +33,15 @@ def add_parser(subparsers) -> None:
     p.add_argument("--model", type=Path, help="model folder of the method (default: the shipped one)")
     p.add_argument("--cascade", type=Path, help="cascade directory (sr3/cascade.py): chain its SR stages, "
                    "e.g. two 4x stages for 16x (same as --method cascade --model DIR)")
-    p.add_argument("--scale", type=int, default=None, help="upscaling factor for bicubic/raisr (default 4); "
-                   "learned methods know their own and refuse another")
+    p.add_argument("--scale", type=int, default=None, help=f"upscaling factor for bicubic/raisr, 1-{MAX_CLASSIC_SCALE} "
+                   "(default 4); learned methods know their own and refuse another")
     add_sampling_arguments(p)
     p.add_argument("--seed", type=int, default=0, help="image k of the run uses seed + k")
     p.add_argument("--batch-size", type=int, default=1, help="images per batch (same-size images), >= 1")
-    p.add_argument("--preview", action="store_true", help="write the bicubic upscale at once, replaced by the "
-                   "result when it is ready")
+    p.add_argument("--preview", action="store_true", help="write the bicubic upscale at once as NAME.preview.EXT "
+                   "beside the output; removed when the result is written (or the run stops)")
+    p.add_argument("--overwrite", action="store_true", help="replace outputs that already exist (default: skip "
+                   "those images with one line each); inputs are never overwritten")
     add_device_argument(p)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
@@ -55,8 +65,8 @@ def output_path(src: Path, out: Path | None, scale: int) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.scale is not None and args.scale < 1:
-        raise UserError(f"--scale {args.scale} must be a positive integer")
+    if args.scale is not None and not 1 <= args.scale <= MAX_CLASSIC_SCALE:
+        raise UserError(f"--scale {args.scale} must be an integer in [1, {MAX_CLASSIC_SCALE}]")
     if args.batch_size < 1:
         raise UserError("--batch-size must be >= 1")
     check_seed(args.seed)
@@ -64,47 +74,84 @@ def run(args: argparse.Namespace) -> int:
     if not paths:
         raise UserError(f"{', '.join(map(str, args.inputs))}: no images found (png, jpg, webp, tiff)")
     upscaler = method_from_args(args)
-    scale = upscaler.scale  # known before any work: previews and results get the same names
-    failures = 0
-    bar = tqdm(total=len(paths), unit="img", disable=args.no_progress, file=sys.stderr, position=0)
-    pending: list[tuple[int, Path, torch.Tensor]] = []
+    scale = upscaler.scale  # known before any work: outputs are planned and checked before sampling
+    plan = plan_outputs(paths, lambda src: output_path(src, args.out, scale), args.overwrite, args.preview)
+    for line in plan.problems:
+        say(f"sr3: error: {line}")
+    for line in plan.skipped:
+        say(f"sr3: {line}")
+    failures = plan.blocked
+    bar = tqdm(total=len(plan.jobs), unit="img", disable=args.no_progress, file=sys.stderr, position=0)
+    pending: list[tuple[int, Path, Path, torch.Tensor]] = []
+    previews: set[Path] = set()  # written and not yet replaced by their result
+    profiles: dict[Path, dict] = {}  # input -> its ICC profile, kept in the output (PNG, JPEG, WebP, TIFF)
+
+    def fail(src: Path, message: str) -> None:
+        nonlocal failures
+        say(f"sr3: error: {message}" if message.startswith(str(src)) else f"sr3: error: {src}: {message}")
+        failures += 1
 
     def flush():
-        nonlocal failures
         if not pending:
             return
-        lr = torch.stack([t for _, _, t in pending])
+        lr = torch.stack([t for _, _, _, t in pending])
         if args.preview:
-            for _, src, t in pending:
-                save_image(tensor_to_pil(upsample(t[None], scale)[0].clamp(-1, 1)), output_path(src, args.out, scale))
+            for _, src, out, t in pending:
+                if preview_path(out).exists() and not args.overwrite:
+                    continue  # not ours to replace (a preview left by a killed run is, with --overwrite)
+                try:
+                    save_image(tensor_to_pil(upsample(t[None], scale)[0].clamp(-1, 1)), preview_path(out))
+                    previews.add(preview_path(out))
+                except UserError as e:
+                    say(f"sr3: warning: {e}")
         evaluations = upscaler.count_evaluations(lr.shape[-2], lr.shape[-1])
-        with tqdm(total=evaluations, desc=f"{evaluations} network evaluation(s)", unit="eval",
-                  disable=args.no_progress or not evaluations, file=sys.stderr, leave=False, position=1) as steps:
-            sr = upscaler(lr, [args.seed + k for k, _, _ in pending], [src.name for _, src, _ in pending],
-                          progress=lambda: steps.update(1))
-        for (k, src, _), img in zip(pending, sr):
-            try:
-                save_image(tensor_to_pil(img), output_path(src, args.out, scale))
-            except UserError as e:
-                print(f"sr3: error: {e}", file=sys.stderr)
-                failures += 1
+        try:
+            with tqdm(total=evaluations, desc=f"{evaluations} network evaluation(s)", unit="eval",
+                      disable=args.no_progress or not evaluations, file=sys.stderr, leave=False, position=1) as steps:
+                sr = upscaler(lr, [args.seed + k for k, _, _, _ in pending], [src.name for _, src, _, _ in pending],
+                              progress=lambda: steps.update(1))
+        except (UserError, RuntimeError) as e:  # a non-finite result, or out of memory: this batch only
+            if not isinstance(e, UserError) and not is_out_of_memory(e):
+                raise
+            h, w = lr.shape[-2:]
+            reason = str(e) if isinstance(e, UserError) else \
+                f"out of memory upscaling {w}x{h} to {w * scale}x{h * scale}; use --tile 256 and --batch-size 1, " \
+                "or a smaller image"
+            sr = [None] * len(pending)
+            for _, src, _, _ in pending:
+                fail(src, reason)
+        for (_, src, out, _), img in zip(pending, sr):
+            if img is not None:
+                try:
+                    save_image(tensor_to_pil(img), out, **profiles.pop(src, {}))
+                except UserError as e:
+                    fail(src, str(e))
+            if preview_path(out) in previews:
+                preview_path(out).unlink(missing_ok=True)
+                previews.discard(preview_path(out))
         bar.update(len(pending))
         pending.clear()
 
-    for k, src in enumerate(paths):
-        try:
-            lr = pil_to_tensor(load_image(src))
-        except UserError as e:
-            print(f"sr3: error: {e}", file=sys.stderr)
-            failures += 1
-            bar.update(1)
-            continue
-        if pending and (pending[0][2].shape != lr.shape or len(pending) >= args.batch_size):
-            flush()
-        pending.append((k, src, lr))
-    flush()
+    try:
+        for k, src, out in plan.jobs:
+            try:
+                image = load_image(src)
+                lr = pil_to_tensor(image)
+                if image.info.get("icc_profile"):
+                    profiles[src] = {"icc_profile": image.info["icc_profile"]}
+            except UserError as e:
+                fail(src, str(e))
+                bar.update(1)
+                continue
+            if pending and (pending[0][3].shape != lr.shape or len(pending) >= args.batch_size):
+                flush()
+            pending.append((k, src, out, lr))
+        flush()
+    finally:  # Ctrl-C or a crash: no preview is left to pass for a result
+        for path in previews:
+            path.unlink(missing_ok=True)
     bar.close()
     if failures:
-        print(f"sr3: {failures} of {len(paths)} images failed", file=sys.stderr)
+        say(f"sr3: {failures} of {plan.inputs} images failed")
         return 1
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import torch
 
@@ -49,3 +50,11 @@ def check_seed(seed: int) -> int:
 
 def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+def add_save_steps_arguments(p: argparse.ArgumentParser) -> None:
+    """--save-steps DIR and --save-noisy (shared with generate)."""
+    p.add_argument("--save-steps", type=Path, default=None, metavar="DIR",
+                   help="write the current estimate at every step and stage as PNG frames plus refinement.gif, "
+                   "one folder per image in DIR (frames downscaled to a longest side <= 512 px)")
+    p.add_argument("--save-noisy", action="store_true", help="with --save-steps: also write the noisy state x_t")

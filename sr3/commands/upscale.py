@@ -11,9 +11,11 @@ from tqdm import tqdm
 
 from ..degradation import upsample
 from ..errors import UserError
+from ..frames import FrameRecorder, frame_folders
 from ..imageio import list_images, load_image, pil_to_tensor, save_image, tensor_to_pil
 from ..methods import METHODS, MethodOptions, Upscaler, build_method
-from .common import add_device_argument, add_sampling_arguments, check_device, check_seed, sampling_flags
+from .common import (add_device_argument, add_sampling_arguments, add_save_steps_arguments, check_device, check_seed,
+                     sampling_flags)
 
 
 def add_parser(subparsers) -> None:
@@ -34,6 +36,7 @@ def add_parser(subparsers) -> None:
                    "result when it is ready")
     add_device_argument(p)
     p.add_argument("--no-progress", action="store_true")
+    add_save_steps_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -64,6 +67,9 @@ def run(args: argparse.Namespace) -> int:
     if not paths:
         raise UserError(f"{', '.join(map(str, args.inputs))}: no images found (png, jpg, webp, tiff)")
     upscaler = method_from_args(args)
+    frames = frame_folders(args.save_steps, paths) if args.save_steps else None
+    if frames and not upscaler.count_evaluations(16, 16):
+        raise UserError(f"--save-steps: --method {upscaler.name} takes no sampling steps; use sr3 or a cascade")
     scale = upscaler.scale  # known before any work: previews and results get the same names
     failures = 0
     bar = tqdm(total=len(paths), unit="img", disable=args.no_progress, file=sys.stderr, position=0)
@@ -80,8 +86,11 @@ def run(args: argparse.Namespace) -> int:
         evaluations = upscaler.count_evaluations(lr.shape[-2], lr.shape[-1])
         with tqdm(total=evaluations, desc=f"{evaluations} network evaluation(s)", unit="eval",
                   disable=args.no_progress or not evaluations, file=sys.stderr, leave=False, position=1) as steps:
+            recorder = FrameRecorder([frames[src] for _, src, _ in pending], noisy=args.save_noisy) if frames else None
             sr = upscaler(lr, [args.seed + k for k, _, _ in pending], [src.name for _, src, _ in pending],
-                          progress=lambda: steps.update(1))
+                          progress=lambda: steps.update(1), callback=recorder)
+        if recorder:
+            recorder.finish()
         for (k, src, _), img in zip(pending, sr):
             try:
                 save_image(tensor_to_pil(img), output_path(src, args.out, scale))

@@ -26,7 +26,7 @@ from PIL import Image
 
 from .atomic import atomic_write
 from .errors import UserError
-from .imageio import save_image, tensor_to_pil
+from .imageio import pil_to_tensor, save_image, tensor_to_pil
 
 MAX_FRAME_SIDE = 512
 """Longest side (px) of a saved frame: larger images are shown downscaled, whole."""
@@ -126,9 +126,25 @@ class StepCollector:
         self.views.append((int(info.get("stage", 0)), int(info["i"]), bounded_view(info["image"][0], self.max_side)))
 
     def strip(self, n: int = 5) -> list[tuple[str, Image.Image]]:
-        """``n`` frames spread evenly over all steps (first and last included), labelled 'stage S step I'."""
+        """``n`` frames spread evenly over all steps (first and last included), labelled 'step I'
+        ('stage S step I' when several cascade stages ran)."""
         if not self.views:
             return []
         count = min(n, len(self.views))
         picks = sorted({round(j * (len(self.views) - 1) / max(1, count - 1)) for j in range(count)})
-        return [(f"stage {s} step {i + 1}", v) for s, i, v in (self.views[p] for p in picks)]
+        staged = len({s for s, _, _ in self.views}) > 1
+        return [(f"stage {s} step {i + 1}" if staged else f"step {i + 1}", v)
+                for s, i, v in (self.views[p] for p in picks)]
+
+
+def refinement_strip(upscaler, lr: Image.Image, seed: int, n: int = 5, max_side: int = 160):
+    """``n`` evenly spaced x̂₀ frames of ``upscaler`` refining ``lr`` (plus the final output, as it is
+    saved): ``[(label, image)]``, or ``[]`` for a method that does not refine step by step
+    (at most one network evaluation per image, e.g. bicubic or regression)."""
+    if upscaler.count_evaluations(lr.size[1], lr.size[0]) <= 1:
+        return []
+    collector = StepCollector(max_side)
+    lr_batch = pil_to_tensor(lr.convert("RGB"))[None]
+    with torch.inference_mode():
+        upscaler(lr_batch, [seed], callback=collector)
+    return collector.strip(n)

@@ -5,6 +5,10 @@ Tiny random-weight models are built here (as in test_cascade.py); nothing reads 
 
 from __future__ import annotations
 
+import base64
+import io
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -13,7 +17,9 @@ from PIL import Image, ImageSequence
 from sr3.cascade import CascadeConfig, StageSettings, write_cascade
 from sr3.checkpoint import save_model_dir
 from sr3.cli import main
+from sr3.methods import MethodOptions, build_method
 from sr3.config import Config, DataConfig, DiffusionConfig, SamplingConfig, UNetConfig
+from sr3.evaluate import EvaluationConfig, evaluate
 from sr3.frames import ANIMATION_NAME, FrameRecorder, StepCollector, bounded_view
 from sr3.unet import UNet
 
@@ -121,7 +127,27 @@ def test_recorder_and_collector_in_the_library():
     for i in range(10):
         collector({"i": i, "image": image})
     strip = collector.strip(4)
-    assert [label for label, _ in strip] == ["stage 0 step 1", "stage 0 step 4", "stage 0 step 7", "stage 0 step 10"]
+    assert [label for label, _ in strip] == ["step 1", "step 4", "step 7", "step 10"]
     assert strip[0][1].size == (50, 2)
     with pytest.raises(ValueError):
         FrameRecorder(["x", "y"])({"i": 0, "image": image})
+
+
+def test_evaluate_report_shows_one_refinement_strip_per_diffusion_method(tmp_path, sr_model):
+    data = tmp_path / "hr"
+    data.mkdir()
+    write_png(data / "a.png", 32, 24)
+    write_png(data / "b.png", 24, 24, seed=3)
+    sr3 = build_method("sr3", MethodOptions(model_dirs={"sr3": sr_model}, sampling={"steps": 4}))
+    bicubic = build_method("bicubic", MethodOptions(scale=4))
+    evaluate(EvaluationConfig(data=data, out=tmp_path / "out", scale=4, report_images=1, quiet=True), [bicubic, sr3])
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert html.count("<h2>Refinement</h2>") == 1 and "image a.png" in html
+    assert [f"step {i}" for i in range(1, 5)] == re.findall(r'alt="sr3 (step \d+)"', html)
+    assert 'alt="bicubic step' not in html  # no steps, no strip
+    # The strip's last frame is the evaluated output itself (same seed): HR 32x24, LR 8x6, SR 32x24.
+    last = re.findall(r'<img src="data:image/png;base64,([^"]+)" width="(\d+)" alt="sr3 step 4"', html)
+    view = Image.open(io.BytesIO(base64.b64decode(last[0][0]))).convert("RGB")
+    saved = Image.open(tmp_path / "out" / "images" / "sr3" / "a.png").convert("RGB")
+    assert view.size == saved.size == (32, 24)
+    assert np.abs(np.asarray(view, dtype=int) - np.asarray(saved, dtype=int)).max() <= 1

@@ -11,11 +11,11 @@ import argparse
 import sys
 import warnings
 
-from .commands import evaluate, generate, sweep, train, upscale
+from .commands import demo, evaluate, generate, sweep, train, upscale
 from .errors import UserError
 from .study import cli as study
 
-COMMANDS = (train, upscale, evaluate, generate, sweep, study)
+COMMANDS = (train, upscale, evaluate, generate, sweep, study, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,6 +10,7 @@ so an interrupted run never leaves a half-written output.
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
@@ -61,27 +62,45 @@ def load_image(path: str | Path) -> Image.Image:
         raise UserError(f"{path}: is a folder, expected an image file")
     if path.stat().st_size == 0:
         raise UserError(f"{path}: file is empty (0 bytes); re-export or remove it")
+    return _decode(path, str(path))
+
+
+def decode_image(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Decode uploaded bytes as an 8-bit RGB PIL image with the checks of :func:`load_image`.
+
+    name: how the error messages call the image (e.g. the uploaded file name).
+    max_pixels: refuse larger images before their pixels are decoded (from the header's size).
+    """
+    if not data:
+        raise UserError(f"{name}: file is empty (0 bytes)")
+    return _decode(io.BytesIO(data), name, max_pixels)
+
+
+def _decode(source, name: str, max_pixels: int = MAX_PIXELS) -> Image.Image:
     old_limit = Image.MAX_IMAGE_PIXELS
     try:
         Image.MAX_IMAGE_PIXELS = MAX_PIXELS
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(source) as img:
+                if img.size[0] * img.size[1] > max_pixels:
+                    raise UserError(f"{name}: {img.size[0]}x{img.size[1]} px is more than the {max_pixels} pixels "
+                                    "allowed; downscale it first")
                 img.load()
-                return _to_rgb(img, path)
+                return _to_rgb(img, name)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise UserError(
-            f"{path}: image is larger than {MAX_PIXELS // 2**20} M pixels (possible decompression bomb); "
+            f"{name}: image is larger than {MAX_PIXELS // 2**20} M pixels (possible decompression bomb); "
             "downscale it first") from None
     except UnidentifiedImageError:
-        raise UserError(f"{path}: not a readable image (supported: png, jpg, webp, tiff, bmp)") from None
+        raise UserError(f"{name}: not a readable image (supported: png, jpg, webp, tiff, bmp)") from None
     except (OSError, SyntaxError, ValueError) as e:
-        raise UserError(f"{path}: corrupt or truncated image ({e}); re-export or remove it") from None
+        raise UserError(f"{name}: corrupt or truncated image ({e}); re-export or remove it") from None
     finally:
         Image.MAX_IMAGE_PIXELS = old_limit
 
 
-def _to_rgb(img: Image.Image, path: Path) -> Image.Image:
+def _to_rgb(img: Image.Image, path: Path | str) -> Image.Image:
     if img.mode == "RGB":
         return img.copy()
     original = img.mode

@@ -64,6 +64,7 @@ async function run() {
   job = {id: body.id, width: body.width, height: body.height};
   shownSeq = 0;
   document.body.dataset.framesSeen = "0";
+  document.body.dataset.frameSteps = "";
   $("cancel").disabled = false;
   $("compare-box").hidden = true;
   $("live-box").hidden = false;
@@ -81,6 +82,8 @@ async function poll() {
   if (s.frame_seq > shownSeq) {
     shownSeq = s.frame_seq;
     $("live").src = `/api/jobs/${job.id}/frame?seq=${s.frame_seq}`;
+    // Which steps were shown (read by the browser test: proof that intermediate frames arrive).
+    document.body.dataset.frameSteps = `${document.body.dataset.frameSteps || ""} ${s.step}`.trim();
   }
   if (s.evaluations_total) $("progress").value = s.evaluations_done / s.evaluations_total;
   $("step-text").textContent = s.step ? `(stage ${s.stage}, step ${s.step})` : "";

@@ -151,3 +151,29 @@ def test_evaluate_report_shows_one_refinement_strip_per_diffusion_method(tmp_pat
     saved = Image.open(tmp_path / "out" / "images" / "sr3" / "a.png").convert("RGB")
     assert view.size == saved.size == (32, 24)
     assert np.abs(np.asarray(view, dtype=int) - np.asarray(saved, dtype=int)).max() <= 1
+
+
+def test_generate_writes_frames_of_the_base_and_sr_stages(tmp_path):
+    root = tmp_path / "cascade"
+    base = Config(model=UNetConfig(base_channels=8, channel_mult=(1, 2), num_res_blocks=1, mid_attention=False,
+                                   groupnorm_groups=4, cond_channels=0, num_classes=2),
+                  diffusion=DIFF, data=DataConfig(task="generate", crop_size=8))
+    save_random_model(root / "base", base, 0)
+    save_random_model(root / "sr", tiny_sr_config(32), 1)
+    write_cascade(root, CascadeConfig(stages=(StageSettings("base", sampling=SamplingConfig(steps=3)),
+                                              StageSettings("sr", sampling=SamplingConfig(steps=2), scale=4)),
+                                      class_names=("cat", "dog")))
+    frames = tmp_path / "frames"
+    assert main(["generate", "--cascade", str(root), "--class", "dog", "--n", "2", "--out", str(tmp_path / "gen"),
+                 "--save-steps", str(frames), "--no-progress"]) == 0
+    assert sorted(p.name for p in frames.iterdir()) == ["dog_0000", "dog_0001"]
+    for folder in frames.iterdir():
+        assert {p.name for p in folder.iterdir()} == {"stage0_step000.png", "stage0_step001.png", "stage0_step002.png",
+                                                      "stage1_step000.png", "stage1_step001.png", ANIMATION_NAME}
+        assert Image.open(folder / "stage0_step002.png").size == (8, 8)
+        assert Image.open(folder / "stage1_step001.png").size == (32, 32)
+        assert [f.size for f in gif_frames(folder / ANIMATION_NAME)] == [(32, 32)] * 5
+    # The two images are different samples, each recorded in its own folder.
+    last = [np.asarray(Image.open(frames / f"dog_000{k}" / "stage1_step001.png")) for k in range(2)]
+    assert not np.array_equal(*last)
+    assert np.array_equal(last[1], np.asarray(Image.open(tmp_path / "gen" / "dog_0001.png")))

@@ -61,7 +61,7 @@ async function run() {
     $("run").disabled = false;
     return;
   }
-  job = {id: body.id, width: body.width, height: body.height};
+  job = {id: body.id, width: body.width, height: body.height, staged: m.name === "cascade"};
   shownSeq = 0;
   document.body.dataset.framesSeen = "0";
   document.body.dataset.frameSteps = "";
@@ -86,7 +86,7 @@ async function poll() {
     document.body.dataset.frameSteps = `${document.body.dataset.frameSteps || ""} ${s.step}`.trim();
   }
   if (s.evaluations_total) $("progress").value = s.evaluations_done / s.evaluations_total;
-  $("step-text").textContent = s.step ? `(stage ${s.stage}, step ${s.step})` : "";
+  $("step-text").textContent = !s.step ? "" : job.staged ? `(stage ${s.stage}, step ${s.step})` : `(step ${s.step})`;
   if (s.status === "queued") {
     setState("queued");
     setStatus(`Queued: ${s.position} job(s) ahead.`);

@@ -13,12 +13,13 @@ from PIL import Image
 
 from sr3.demo.app import COOKIE, DemoLimits, create_app
 from sr3.demo.jobs import JobQueue, JobRequest, Refused
+from sr3.cli import main
 from sr3.methods import MethodOptions, Upscaler, build_method
 
-try:  # the tiny random-weight model is shared with test_frames
-    from test_frames import save_random_model, tiny_sr_config
+try:  # the tiny random-weight models are shared with test_frames
+    from test_frames import save_random_model, tiny_sr_config, write_16x_cascade
 except ImportError:  # tests/ collected as a package
-    from tests.test_frames import save_random_model, tiny_sr_config
+    from tests.test_frames import save_random_model, tiny_sr_config, write_16x_cascade
 
 
 class SlowUpscaler(Upscaler):
@@ -64,9 +65,12 @@ def wait_for(c, job_id, client, done=lambda s: s["status"] not in ("queued", "ru
 
 @pytest.fixture(scope="module")
 def methods(tmp_path_factory):
-    model = save_random_model(tmp_path_factory.mktemp("demo") / "sr", tiny_sr_config(32), 1)
+    root = tmp_path_factory.mktemp("demo")
+    model = save_random_model(root / "sr", tiny_sr_config(32), 1)
+    cascade = write_16x_cascade(root / "cascade")
     return {"sr3": build_method("sr3", MethodOptions(model_dirs={"sr3": model}, sampling={"steps": 3})),
-            "bicubic": build_method("bicubic", MethodOptions(scale=4)), "slow": SlowUpscaler()}
+            "bicubic": build_method("bicubic", MethodOptions(scale=4)), "slow": SlowUpscaler(),
+            "cascade": build_method("cascade", MethodOptions(model_dirs={"cascade": cascade}))}
 
 
 def test_uploads_are_checked_before_any_job(methods):
@@ -141,3 +145,21 @@ def test_a_full_queue_refuses_new_jobs(methods):
     with pytest.raises(Refused, match="queue is full") as e:
         queue.submit("b", JobRequest("bicubic"), image, "x")
     assert e.value.status == 503
+
+
+def test_a_cascade_job_takes_the_chosen_steps_in_every_stage(methods):
+    with TestClient(create_app(methods)) as c:
+        r = c.post("/api/jobs", params={"method": "cascade", "steps": 2}, content=png_bytes(8, 8), headers=who("a"))
+        assert (r.json()["width"], r.json()["height"]) == (128, 128)
+        s = wait_for(c, r.json()["id"], "a")
+        # cascade.json says 3 + 2 steps; the page's choice (2) applies to both stages: 4 frames, last in stage 1.
+        assert (s["status"], s["frame_seq"], s["stage"], s["step"]) == ("done", 4, 1, 2)
+        result = c.get(f"/api/jobs/{r.json()['id']}/result", headers=who("a"))
+        assert Image.open(io.BytesIO(result.content)).size == (128, 128)
+
+
+def test_demo_command_refuses_bad_limits_before_loading_models(capsys):
+    assert main(["demo", "--max-upload-mb", "0"]) == 2
+    assert "--max-upload-mb and --max-pixels must be positive" in capsys.readouterr().err
+    assert main(["demo", "--port", "70000"]) == 2
+    assert "--port 70000 must lie in 1..65535" in capsys.readouterr().err

@@ -54,15 +54,19 @@ def sr_model(tmp_path_factory):
     return save_random_model(tmp_path_factory.mktemp("sr4x") / "model", tiny_sr_config(32), 1)
 
 
-@pytest.fixture(scope="module")
-def cascade16(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cascade16")
+def write_16x_cascade(root):
+    """Two random 4x stages, 8 -> 32 -> 128 px, 3 and 2 steps, the second with conditioning augmentation."""
     save_random_model(root / "sr1", tiny_sr_config(32, aug=True), 1)
     save_random_model(root / "sr2", tiny_sr_config(128, aug=True), 2)
     write_cascade(root, CascadeConfig(stages=(
         StageSettings("sr1", sampling=SamplingConfig(steps=3), scale=4),
         StageSettings("sr2", sampling=SamplingConfig(steps=2), scale=4, aug_level=0.2))))
     return root
+
+
+@pytest.fixture(scope="module")
+def cascade16(tmp_path_factory):
+    return write_16x_cascade(tmp_path_factory.mktemp("cascade16"))
 
 
 def gif_frames(path) -> list[Image.Image]:

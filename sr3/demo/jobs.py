@@ -205,7 +205,7 @@ class JobQueue:
             status = DONE
         except JobCancelled:
             status = CANCELLED
-        except (UserError, ValueError, RuntimeError) as e:  # a bad job must not stop the worker
+        except Exception as e:  # noqa: BLE001 - whatever one job hits, the worker must go on to the next
             job.error = f"{type(e).__name__}: {e}" if not isinstance(e, UserError) else str(e)
             status = FAILED
         with self.condition:

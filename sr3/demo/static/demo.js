@@ -152,7 +152,11 @@ window.addEventListener("DOMContentLoaded", () => {
   $("run").addEventListener("click", run);
   $("cancel").addEventListener("click", cancel);
   $("slider").addEventListener("input", slide);
-  // The after image is positioned inside a clip box; keep it the same size as the before image.
-  new ResizeObserver(() => { $("after").style.width = `${$("before").clientWidth}px`; }).observe($("before"));
+  // The after image is positioned inside a clip box; keep it (and the slider) as wide as the before image.
+  new ResizeObserver(() => {
+    const width = `${$("before").clientWidth}px`;
+    $("after").style.width = width;
+    $("slider").style.width = width;
+  }).observe($("before"));
   loadOptions();
 });

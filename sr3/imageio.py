@@ -28,6 +28,10 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
 MAX_PIXELS = 128 * 1024 * 1024
 
 
+class TooManyPixels(UserError):
+    """An image larger than the caller allows (:func:`decode_image`'s ``max_pixels``)."""
+
+
 class ImageConversionWarning(UserWarning):
     """An input image was not 8-bit RGB and was converted."""
 
@@ -84,7 +88,7 @@ def _decode(source, name: str, max_pixels: int = MAX_PIXELS) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(source) as img:
                 if img.size[0] * img.size[1] > max_pixels:
-                    raise UserError(f"{name}: {img.size[0]}x{img.size[1]} px is more than the {max_pixels} pixels "
+                    raise TooManyPixels(f"{name}: {img.size[0]}x{img.size[1]} px is more than the {max_pixels} pixels "
                                     "allowed; downscale it first")
                 img.load()
                 return _to_rgb(img, name)

@@ -79,6 +79,10 @@ def test_uploads_are_checked_before_any_job(methods):
         page = c.get("/")
         assert page.status_code == 200 and COOKIE in page.cookies
         assert "default-src 'none'" in page.headers["content-security-policy"]
+        offered = {m["name"]: m for m in c.get("/api/options").json()["methods"]}
+        assert offered["sr3"]["sampling"] == {"sampler": "ddim", "steps": 3, "temperature": 1.0}
+        assert offered["bicubic"]["sampling"] is None and offered["bicubic"]["scale"] == 4
+        assert offered["cascade"]["scale"] == 16 and offered["cascade"]["sampling"]["steps"] == 2
         c.cookies.clear()
         post = lambda body, client="a", **q: c.post("/api/jobs", params={"method": "bicubic", **q}, content=body,
                                                     headers=who(client))

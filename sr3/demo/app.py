@@ -24,8 +24,8 @@ from starlette.concurrency import run_in_threadpool
 
 from ..config import SamplingConfig
 from ..errors import UserError
-from ..imageio import decode_image
-from ..methods import Upscaler
+from ..imageio import TooManyPixels, decode_image
+from ..methods import CascadeUpscaler, Upscaler
 from ..samplers import SAMPLERS
 from .jobs import ACTIVE, JobQueue, JobRequest, Refused
 
@@ -62,13 +62,16 @@ def _static(name: str) -> bytes:
 
 
 def method_options(methods: dict[str, Upscaler]) -> list[dict]:
-    """What the page offers per method: its scale and the sampling settings it starts from."""
+    """What the page offers per method: its scale and, for a method that refines step by step,
+    the sampling settings it starts from (a cascade: those of its last stage)."""
     out = []
     for name, m in methods.items():
         sampling: SamplingConfig | None = m.sampling
-        if sampling is None and hasattr(m, "cascade"):
+        if isinstance(m, CascadeUpscaler):
             sampling = m.cascade.config.stages[-1].sampling
-        out.append({"name": name, "scale": m.scale, "steps": m.count_evaluations(16, 16) > 1,
+        if m.count_evaluations(16, 16) <= 1:  # bicubic, regression: nothing to choose
+            sampling = None
+        out.append({"name": name, "scale": m.scale,
                     "sampling": None if sampling is None else {"sampler": sampling.sampler, "steps": sampling.steps,
                                                                "temperature": sampling.temperature}})
     return out
@@ -144,8 +147,7 @@ def create_app(methods: dict[str, Upscaler], limits: DemoLimits = DemoLimits(), 
         try:
             image = await run_in_threadpool(decode_image, bytes(data), stem, limits.max_pixels)
         except UserError as e:
-            status = 413 if "pixels" in str(e) else 400
-            raise HTTPException(status, str(e)) from None
+            raise HTTPException(413 if isinstance(e, TooManyPixels) else 400, str(e)) from None
         if not 0 <= seed < 2 ** 63:
             raise HTTPException(400, f"seed {seed} must lie in [0, 2**63)")
         try:

@@ -167,3 +167,20 @@ def test_demo_command_refuses_bad_limits_before_loading_models(capsys):
     assert "--max-upload-mb and --max-pixels must be positive" in capsys.readouterr().err
     assert main(["demo", "--port", "70000"]) == 2
     assert "--port 70000 must lie in 1..65535" in capsys.readouterr().err
+
+
+def test_finished_jobs_beyond_the_kept_number_are_forgotten(methods):
+    queue = JobQueue(methods, keep_finished=1)
+    queue.start()
+    try:
+        first = queue.submit("a", JobRequest("bicubic"), Image.new("RGB", (4, 4)), "x")
+        deadline = time.monotonic() + 10
+        while first.status != "done" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        second = queue.submit("a", JobRequest("bicubic"), Image.new("RGB", (4, 4)), "y")  # a's first is finished
+        while second.status != "done" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert second.status == "done" and Image.open(io.BytesIO(second.result_png)).size == (16, 16)
+        assert queue.get(first.id, "a") is None and queue.get(second.id, "a") is second
+    finally:
+        queue.stop()

@@ -104,7 +104,8 @@ class JobQueue:
 
     def __init__(self, methods: dict[str, Upscaler], max_queued: int = 8, keep_finished: int = 16,
                  frame_side: int = MAX_FRAME_SIDE):
-        self.methods, self.max_queued, self.keep_finished, self.frame_side = methods, max_queued, keep_finished, frame_side
+        self.methods, self.max_queued = methods, max_queued
+        self.keep_finished, self.frame_side = keep_finished, frame_side
         self.jobs: dict[str, Job] = {}
         self.waiting: collections.deque[Job] = collections.deque()
         self.condition = threading.Condition()
@@ -212,7 +213,7 @@ class JobQueue:
             self._finish(job, status)
 
     def _finish(self, job: Job, status: str) -> None:
-        """Mark ``job`` finished and forget the oldest finished jobs beyond ``keep_finished`` (caller holds the lock)."""
+        """Mark ``job`` finished; forget the oldest finished jobs beyond ``keep_finished`` (caller holds the lock)."""
         job.status, job.finished_at, job.lr = status, time.monotonic(), None
         finished = sorted((j for j in self.jobs.values() if j.finished_at is not None), key=lambda j: j.finished_at)
         for old in finished[:max(0, len(finished) - self.keep_finished)]:

@@ -11,10 +11,10 @@ import argparse
 import sys
 import warnings
 
-from .commands import evaluate, generate, study, sweep, train, upscale
+from .commands import demo, evaluate, generate, study, sweep, train, upscale
 from .errors import UserError
 
-COMMANDS = (train, upscale, evaluate, generate, sweep, study)
+COMMANDS = (train, upscale, evaluate, generate, sweep, study, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

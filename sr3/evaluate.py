@@ -36,6 +36,7 @@ from .atomic import json_safe, write_json
 from .config import require
 from .degradation import crop_to_multiple, downsample
 from .errors import UserError
+from .frames import refinement_strip
 from .imageio import ImageConversionWarning, list_images, load_image, pil_to_tensor, save_image, tensor_to_pil
 from .methods import METHODS, Upscaler
 
@@ -375,7 +376,7 @@ def evaluate(args: EvaluationConfig, methods: list[Upscaler], curve: list[Upscal
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ImageConversionWarning)
         grid = _grid(out, samples, rows, methods, scale, args.report_images)
-    report.write_report(out, summary, grid)
+    report.write_report(out, summary, grid, _strips(grid, methods, args.seed))
     return summary
 
 
@@ -398,3 +399,12 @@ def _grid(out: Path, samples: list[Sample], rows: list[dict], methods: list[Upsc
         imgs = [Image.open(f).convert("RGB") for f in files]
         grid.append((s.key, [("LR", imgs[0])] + [(m.name, im) for m, im in zip(shown, imgs[1:])] + [("HR", hr)]))
     return grid
+
+
+def _strips(grid, methods: list[Upscaler], seed: int):
+    """Refinement strips of the first grid image (its LR is the first column), one per diffusion method."""
+    if not grid:
+        return None
+    key, columns = grid[0]
+    strips = {m.name: refinement_strip(m, columns[0][1], seed) for m in methods}
+    return key, {name: frames for name, frames in strips.items() if frames}

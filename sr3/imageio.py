@@ -33,6 +33,10 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
 MAX_PIXELS = 128 * 1024 * 1024
 
 
+class TooManyPixels(UserError):
+    """An image larger than the caller allows (e.g. an upload to the demo)."""
+
+
 class ImageConversionWarning(UserWarning):
     """An input image was not 8-bit RGB and was converted."""
 
@@ -78,7 +82,18 @@ def load_image_bytes(data: bytes, name: str | Path) -> Image.Image:
     return _decode(io.BytesIO(data), Path(name))
 
 
-def _decode(source, path: Path) -> Image.Image:
+def decode_image(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Decode uploaded bytes as an upright 8-bit RGB PIL image with the checks of :func:`load_image`.
+
+    name: how the error messages call the image (e.g. the uploaded file name).
+    max_pixels: refuse larger images (TooManyPixels) from the header's size, before any pixel is decoded.
+    """
+    if not data:
+        raise UserError(f"{name}: file is empty (0 bytes)")
+    return _decode(io.BytesIO(data), Path(name), max_pixels)
+
+
+def _decode(source, path: Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Open and fully decode ``source`` (a path or file object) into 8-bit RGB; errors name ``path``."""
     old_limit = Image.MAX_IMAGE_PIXELS
     try:
@@ -86,6 +101,9 @@ def _decode(source, path: Path) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(source) as img:
+                if img.size[0] * img.size[1] > max_pixels:
+                    raise TooManyPixels(f"{path}: {img.size[0]}x{img.size[1]} px is more than the {max_pixels} "
+                                        "pixels allowed; downscale it first")
                 if img.format == "JPEG":
                     check_jpeg_data(source.getvalue() if isinstance(source, io.BytesIO) else path.read_bytes(), path)
                 sixteen_bit = any(";16" in str(tile.args) for tile in img.tile)  # 48-bit PNG opens as "RGB"

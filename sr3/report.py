@@ -191,7 +191,20 @@ def curve_plots(curves: dict) -> list[tuple[str, str]]:
     return plots
 
 
-def render(summary: dict, grid: list[tuple[str, list[tuple[str, Image.Image]]]]) -> str:
+def strips_html(key: str, strips: dict[str, list[tuple[str, Image.Image]]]) -> str:
+    """One row per diffusion method: a few x̂₀ estimates of image ``key`` from first step to last."""
+    rows = []
+    for method, frames in strips.items():
+        cells = "".join(f'<td><img src="{data_uri(img)}" width="{img.size[0]}" alt="{html.escape(method)} '
+                        f'{html.escape(label)}"><br>{html.escape(label)}</td>' for label, img in frames)
+        rows.append(f"<tr><th>{html.escape(method)}</th>{cells}</tr>")
+    return (f"<h2>Refinement</h2><p class=note>The current estimate of the clean image during sampling, "
+            f"image {html.escape(key)}, same seed as the results above.</p>"
+            f"<table class=grid>{''.join(rows)}</table>")
+
+
+def render(summary: dict, grid: list[tuple[str, list[tuple[str, Image.Image]]]],
+           strips: tuple[str, dict[str, list[tuple[str, Image.Image]]]] | None = None) -> str:
     """The whole report as an HTML string (see module docstring)."""
     conv = summary.get("conventions", {})
     conv_items = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(str(v))}</li>" for k, v in conv.items())
@@ -222,6 +235,8 @@ def render(summary: dict, grid: list[tuple[str, list[tuple[str, Image.Image]]]])
     if grid:
         parts.append("<h2>Images</h2>")
         parts.append(grid_html(grid, summary["scale"]))
+    if strips and strips[1]:
+        parts.append(strips_html(*strips))
     parts.append(f"<h2>Conventions</h2><ul>{conv_items}</ul>")
     if summary.get("skipped"):
         items = "".join(f"<li><code>{html.escape(k)}</code>: {html.escape(v)}</li>"
@@ -231,9 +246,13 @@ def render(summary: dict, grid: list[tuple[str, list[tuple[str, Image.Image]]]])
     return "\n".join(parts)
 
 
-def write_report(out: str | Path, summary: dict, grid: list[tuple[str, list[tuple[str, Image.Image]]]]) -> Path:
-    """Write ``out/report.html`` atomically and return its path."""
+def write_report(out: str | Path, summary: dict, grid: list[tuple[str, list[tuple[str, Image.Image]]]],
+                 strips: tuple[str, dict[str, list[tuple[str, Image.Image]]]] | None = None) -> Path:
+    """Write ``out/report.html`` atomically and return its path.
+
+    strips: (image key, {method: [(label, frame)]}): refinement strips (:func:`sr3.frames.refinement_strip`).
+    """
     path = Path(out) / "report.html"
-    atomic_write_text(path, render(summary, grid))
+    atomic_write_text(path, render(summary, grid, strips))
     return path
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import torch
 
@@ -56,3 +57,11 @@ def is_out_of_memory(error: BaseException) -> bool:
     RuntimeError), which a user fixes with smaller tiles or batches rather than a bug report."""
     return isinstance(error, torch.OutOfMemoryError) or (
         isinstance(error, RuntimeError) and ("out of memory" in str(error) or "can't allocate memory" in str(error)))
+
+
+def add_save_steps_arguments(p: argparse.ArgumentParser) -> None:
+    """--save-steps DIR and --save-noisy (shared with generate)."""
+    p.add_argument("--save-steps", type=Path, default=None, metavar="DIR",
+                   help="write the current estimate at every step and stage as PNG frames plus refinement.gif, "
+                   "one folder per image in DIR (frames downscaled to a longest side <= 512 px)")
+    p.add_argument("--save-noisy", action="store_true", help="with --save-steps: also write the noisy state x_t")

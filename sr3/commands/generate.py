@@ -12,8 +12,10 @@ from tqdm import tqdm
 from ..augment import level_is_valid
 from ..cascade import image_grid, load_cascade
 from ..errors import UserError
+from ..frames import FrameRecorder, frame_folders
 from ..imageio import save_image, tensor_to_pil
-from .common import add_device_argument, add_sampling_arguments, check_device, check_seed, sampling_flags
+from .common import (add_device_argument, add_sampling_arguments, add_save_steps_arguments, check_device, check_seed,
+                     sampling_flags)
 
 
 def add_cascade_arguments(p: argparse.ArgumentParser) -> None:
@@ -39,6 +41,7 @@ def add_parser(subparsers) -> None:
     g.add_argument("--out", required=True, type=Path, help="output folder (images and grid.png)")
     g.add_argument("--seed", type=int, default=0, help="image k uses seed + k (per-stage streams derive from it)")
     g.add_argument("--batch-size", type=int, default=16, help="images per batch, >= 1")
+    add_save_steps_arguments(g)
     g.set_defaults(func=run)
 
 
@@ -66,9 +69,15 @@ def run(args: argparse.Namespace) -> int:
         for b in range(0, args.n, args.batch_size):
             chunk = seeds[b:b + args.batch_size]
             labels = None if c is None else torch.full((len(chunk),), c, dtype=torch.long)
-            out = cascade.generate(labels, chunk)[-1]
-            for k, img in zip(range(b, b + len(chunk)), out):
-                stem = f"{names[c] if c is not None else 'sample'}_{k:04d}"
+            stems = [f"{names[c] if c is not None else 'sample'}_{k:04d}" for k in range(b, b + len(chunk))]
+            recorder = None
+            if args.save_steps:
+                folders = frame_folders(args.save_steps, [Path(s) for s in stems])
+                recorder = FrameRecorder(list(folders.values()), noisy=args.save_noisy)
+            out = cascade.generate(labels, chunk, callback=recorder)[-1]
+            if recorder:
+                recorder.finish()
+            for stem, img in zip(stems, out):
                 save_image(tensor_to_pil(img), args.out / f"{stem}.png")
             images.append(out)
             bar.update(len(chunk))

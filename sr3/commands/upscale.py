@@ -15,11 +15,12 @@ from tqdm import tqdm
 
 from ..degradation import upsample
 from ..errors import UserError
+from ..frames import FrameRecorder, frame_folders
 from ..imageio import list_images, load_image, pil_to_tensor, save_image, tensor_to_pil
 from ..methods import METHODS, MethodOptions, Upscaler, build_method
 from ..outputs import plan_outputs, preview_path
-from .common import add_device_argument, add_sampling_arguments, check_device, check_seed, is_out_of_memory, \
-    sampling_flags, say
+from .common import add_device_argument, add_sampling_arguments, add_save_steps_arguments, check_device, check_seed, \
+    is_out_of_memory, sampling_flags, say
 
 MAX_CLASSIC_SCALE = 16
 
@@ -44,6 +45,7 @@ def add_parser(subparsers) -> None:
                    "those images with one line each); inputs are never overwritten")
     add_device_argument(p)
     p.add_argument("--no-progress", action="store_true")
+    add_save_steps_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -74,6 +76,9 @@ def run(args: argparse.Namespace) -> int:
     if not paths:
         raise UserError(f"{', '.join(map(str, args.inputs))}: no images found (png, jpg, webp, tiff)")
     upscaler = method_from_args(args)
+    frames = frame_folders(args.save_steps, paths) if args.save_steps else None
+    if frames and not upscaler.count_evaluations(16, 16):
+        raise UserError(f"--save-steps: --method {upscaler.name} takes no sampling steps; use sr3 or a cascade")
     scale = upscaler.scale  # known before any work: outputs are planned and checked before sampling
     plan = plan_outputs(paths, lambda src: output_path(src, args.out, scale), args.overwrite, args.preview)
     for line in plan.problems:
@@ -108,8 +113,12 @@ def run(args: argparse.Namespace) -> int:
         try:
             with tqdm(total=evaluations, desc=f"{evaluations} network evaluation(s)", unit="eval",
                       disable=args.no_progress or not evaluations, file=sys.stderr, leave=False, position=1) as steps:
+                recorder = FrameRecorder([frames[src] for _, src, _, _ in pending], noisy=args.save_noisy) \
+                    if frames else None
                 sr = upscaler(lr, [args.seed + k for k, _, _, _ in pending], [src.name for _, src, _, _ in pending],
-                              progress=lambda: steps.update(1))
+                              progress=lambda: steps.update(1), callback=recorder)
+            if recorder:
+                recorder.finish()
         except (UserError, RuntimeError) as e:  # a non-finite result, or out of memory: this batch only
             if not isinstance(e, UserError) and not is_out_of_memory(e):
                 raise

@@ -395,7 +395,7 @@ def serve(db_path: str | Path, host: str = "127.0.0.1", port: int = 8000, admin_
                       "(a reverse proxy) so rater cookies and the admin token are not sent in clear text")
     app = create_app(db_path, admin_token, max_raters=max_raters, raters_per_client=raters_per_client,
                      secure_cookie=False)
-    _check_bindable(host, port)
+    check_bindable(host, port)
     if show_token:
         print(f"admin token (generated): {admin_token}")
     print(f"serving {db_path} on http://{host}:{port}/  (admin: GET /admin/status, /admin/export with "
@@ -403,7 +403,7 @@ def serve(db_path: str | Path, host: str = "127.0.0.1", port: int = 8000, admin_
     uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False, date_header=False)
 
 
-def _check_bindable(host: str, port: int) -> None:
+def check_bindable(host: str, port: int) -> None:
     """Turn "address in use" into a one-line error before uvicorn logs and exits."""
     import socket
     try:

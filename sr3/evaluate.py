@@ -32,6 +32,8 @@ import torch
 from PIL import Image
 
 from . import metrics as M
+from . import perceptual
+from .external import ExternalOutputs, parse_spec
 from .degradation import crop_to_multiple, downsample, upsample
 from .errors import UserError
 from .imageio import (ImageConversionWarning, atomic_write_text, list_images, load_image, pil_to_tensor, save_image,
@@ -56,7 +58,9 @@ class Method:
     """A super-resolution method: ``method(lr_pil) -> sr_pil`` of size ``scale`` times the input.
 
     ``name`` keys its rows in metrics.csv (``"sr3@ddim-20"`` for a step-curve point);
-    ``kind`` is one of :data:`METHOD_NAMES`; ``sampler``/``steps``/``temperature`` are set for diffusion.
+    ``kind`` is one of :data:`METHOD_NAMES` or ``"external"``; ``sampler``/``steps``/``temperature``
+    are set for diffusion.  ``outputs``: for an external method (``--methods NAME=DIR``), the
+    image key -> output lookup used instead of ``upscale``.
     """
 
     name: str
@@ -66,6 +70,7 @@ class Method:
     sampler: str | None = None
     steps: int | None = None
     temperature: float | None = None
+    outputs: Callable[[str], Image.Image] | None = None
 
     def __call__(self, img: Image.Image) -> Image.Image:
         return self.upscale(img)
@@ -348,9 +353,11 @@ def build_methods(args: argparse.Namespace) -> tuple[list[Method], list[Method]]
     names = _parse_list(args.methods)
     if not names:
         raise UserError("--methods: give at least one of " + ", ".join(METHOD_NAMES))
+    external = [parse_spec(n, METHOD_NAMES) for n in names if "=" in n]  # NAME=DIR: outputs made by another tool
+    names = [n for n in names if "=" not in n]
     for n in names:
         if n not in METHOD_NAMES:
-            raise UserError(f"--methods: unknown method {n!r}; choose from {', '.join(METHOD_NAMES)}")
+            raise UserError(f"--methods: unknown method {n!r}; choose from {', '.join(METHOD_NAMES)} or NAME=DIR")
     temperatures = [check_temperature(t) for t in _parse_list(getattr(args, "temperature", None), float)]
     temperatures = temperatures or [DEFAULT_TEMPERATURE]
     pipe = None
@@ -368,6 +375,8 @@ def build_methods(args: argparse.Namespace) -> tuple[list[Method], list[Method]]
             m = make_method("sr3", args, pipe=pipe, temperature=t)
             name = "sr3" if len(temperatures) == 1 else f"sr3@t{t:g}"  # one row per temperature
             methods.append(Method(name, "sr3", m.scale, m.upscale, m.sampler, m.steps, t))
+    for name, folder in external:
+        methods.append(Method(name, "external", int(args.scale), None, outputs=ExternalOutputs(name, folder)))
     curve = []
     steps = _parse_list(args.steps_curve, int)
     if steps:
@@ -418,6 +427,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     samples = collect_samples(Path(args.data), Path(args.lr_data) if args.lr_data else None, args.limit)
     methods, curve = build_methods(args)
     extractor = make_extractor(args.fid_weights, args.feature_extractor)
+    metric_groups = perceptual.parse_metrics(getattr(args, "metrics", None))
     _check_run_file(out, {"data": str(Path(args.data).resolve()),
                           "lr_data": str(Path(args.lr_data).resolve()) if args.lr_data else None,
                           "scale": scale, "seed": args.seed, "methods": [m.name for m in methods + curve],
@@ -445,7 +455,7 @@ def evaluate(args: argparse.Namespace) -> dict:
             for m in todo:
                 t0 = time.perf_counter()
                 try:
-                    sr = m(lr)
+                    sr = m.outputs(sample.key) if m.outputs is not None else m(lr)
                     seconds = time.perf_counter() - t0
                     if sr.size != hr.size:
                         raise UserError(f"output is {sr.size[0]}x{sr.size[1]}, expected {hr.size[0]}x{hr.size[1]}")
@@ -501,6 +511,16 @@ def evaluate(args: argparse.Namespace) -> dict:
                 summary["curves"].setdefault(m.sampler, []).append(entry)
             else:
                 summary["methods"][m.name] = entry
+        if metric_groups:  # ST-LPIPS, NIQE, classifier agreement, patch FID/KID, machine confusion
+            evaluated = {r["image"] for r in rows}
+            refs = {s.key: _unit(prepare_pair(s, scale)[0]) for s in samples if s.key in evaluated}
+            scored = perceptual.score_outputs(
+                perceptual.load_suite(metric_groups, say, args.seed), refs,
+                {m.name: {k: image_file(out, m.name, k) for k in refs} for m in methods},
+                out / "perceptual.csv", seed=args.seed, say=say)
+            for name, entry in scored.pop("methods").items():
+                summary["methods"][name]["perceptual"] = entry
+            summary["perceptual"] = scored
     summary = _json_safe(summary)
     atomic_write_text(out / "metrics.json", json.dumps(summary, indent=2) + "\n")
     with warnings.catch_warnings():
@@ -552,7 +572,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--lr-data", type=Path, help="folder of matching LR inputs (same file names); default: "
                                                  "made from --data with the training degradation")
     p.add_argument("--methods", default="bicubic,raisr", help="comma list of bicubic,raisr,regression,sr3 "
-                                                              "(default bicubic,raisr)")
+                                                              "(default bicubic,raisr), and NAME=DIR for a folder "
+                                                              "of another tool's outputs named like the HR files")
     p.add_argument("--scale", type=int, default=4, help="upscaling factor (default 4); models must match")
     p.add_argument("--out", required=True, type=Path, help="output folder: metrics.csv, metrics.json, report.html")
     p.add_argument("--model", type=Path, help="diffusion model folder for --methods sr3")
@@ -570,6 +591,8 @@ def add_parser(subparsers) -> None:
                                          "for standard FID/KID/IS; needs torch-fidelity")
     p.add_argument("--feature-extractor", help="'random' (a seeded random CNN, NOT standard FID) or "
                                                "'package.module:factory' returning an nn.Module")
+    p.add_argument("--metrics", help="perceptual metrics: 'all' or a comma list of "
+                   f"{','.join(perceptual.GROUPS)} (weights from installed packages; default none)")
     p.add_argument("--limit", type=int, help="evaluate only the first N images")
     p.add_argument("--report-images", type=int, default=4, help="images shown in the report grid (default 4)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")

@@ -163,7 +163,7 @@ def perceptual_table(summary: dict) -> str:
         if fid:
             d = m.get("fid_patches") or {}
             cells += "".join(f"<td>{fmt.format(d[k])}</td>" if d.get(k) is not None else "<td>–</td>"
-                             for k, fmt in (("fid", "{:.2f}"), ("kid_mean", "{:.4f}")))
+                             for k, fmt in (("fid", "{:.2f}"), ("kid", "{:.4f}")))
         if conf:
             c = m.get("machine_confusion")
             cells += _cell({"mean": c["machine_confusion"] * 100, "ci_low": c["ci_low"] * 100,

@@ -11,10 +11,12 @@ their files): ``--peer-timings`` supplies those seconds.  A last row gives the H
 """
 
 import argparse
+import csv
 import json
 from pathlib import Path
 
 from sr3.evaluate import read_rows
+from sr3.metrics import bootstrap_ci
 
 
 def cell(m: dict | None, digits: int, scale: float = 1.0, ci: bool = True) -> str:
@@ -30,7 +32,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("metrics_json")
     p.add_argument("--peer-timings", help="JSON printed by benchmarks/peers.py")
+    p.add_argument("--paired", help="A,B: print per-image differences A - B of ST-LPIPS and NIQE (95%% bootstrap CI) "
+                                    "from perceptual.csv instead")
     args = p.parse_args()
+    if args.paired:
+        return print_paired(Path(args.metrics_json).parent / "perceptual.csv", *args.paired.split(","))
     summary = json.load(open(args.metrics_json))
     peers = json.load(open(args.peer_timings))["peers"] if args.peer_timings else {}
     rows = read_rows(Path(args.metrics_json).parent / "metrics.csv")
@@ -60,6 +66,21 @@ def main() -> None:
     ref = summary.get("perceptual", {}).get("reference", {}).get("niqe")
     if ref:
         print("| HR images | " + str(ref["n"]) + " | | | 0 | 0 | " + cell(ref, 2) + " | | | | | | |")
+
+
+def print_paired(csv_path: Path, a: str, b: str) -> None:
+    values: dict[tuple[str, str], dict[str, float]] = {}
+    with open(csv_path, newline="") as f:
+        for row in csv.DictReader(f):
+            values.setdefault((row["method"], row["metric"]), {})[row["image"]] = float(row["value"])
+    print(f"| metric | n | {a} minus {b} | images where {a} is lower |")
+    print("|---|---:|---:|---:|")
+    for metric in ("stlpips_alex", "stlpips_vgg", "niqe"):
+        va, vb = values.get((a, metric), {}), values.get((b, metric), {})
+        images = sorted(set(va) & set(vb))
+        diffs = [va[i] - vb[i] for i in images]
+        mean, lo, hi = bootstrap_ci(diffs, seed=0)
+        print(f"| {metric} | {len(images)} | {mean:+.3f} [{lo:+.3f}, {hi:+.3f}] | {sum(d < 0 for d in diffs)} of {len(images)} |")
 
 
 if __name__ == "__main__":

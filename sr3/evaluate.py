@@ -515,7 +515,7 @@ def evaluate(args: argparse.Namespace) -> dict:
             evaluated = {r["image"] for r in rows}
             refs = {s.key: _unit(prepare_pair(s, scale)[0]) for s in samples if s.key in evaluated}
             scored = perceptual.score_outputs(
-                perceptual.load_suite(metric_groups, say, args.seed), refs,
+                perceptual.load_suite(metric_groups, lambda msg: print(msg, file=sys.stderr), args.seed), refs,
                 {m.name: {k: image_file(out, m.name, k) for k in refs} for m in methods},
                 out / "perceptual.csv", seed=args.seed, say=say)
             for name, entry in scored.pop("methods").items():

@@ -75,7 +75,8 @@ class PerceptualSuite:
         """Per-image metrics of one output ``sr`` against its HR image (both ``[3, H, W]`` in [0, 1])."""
         values: dict[str, float] = {}
         for net, model in self.stlpips_nets.items():
-            values[f"stlpips_{net}"] = float(model(sr, hr)[0])
+            small = min(sr.shape[-2:]) < stlpips.MIN_SIDE[net]  # undefined for tiny images: NaN, like NIQE
+            values[f"stlpips_{net}"] = float("nan") if small else float(model(sr, hr)[0])
         if "niqe" in self.groups:
             values["niqe"] = niqe.niqe(sr)
         if self.classifier is not None:

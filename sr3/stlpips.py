@@ -79,6 +79,9 @@ def _vgg_layers() -> list[nn.Module]:
     return layers
 
 
+MIN_SIDE = {"alex": 21, "vgg": 18}
+"""Smallest image side (px) each network accepts: the deepest blur pool's reflection padding needs 3 px."""
+
 ARCHITECTURES = {
     # name: (layers, index where each of the 5 compared feature maps ends, channels of each)
     "alex": (_alex_layers, (3, 7, 11, 13, 15), (64, 192, 384, 256, 256)),
@@ -135,8 +138,8 @@ class STLPIPS(nn.Module):
     """ST-LPIPS distance between two batches of RGB images in [0, 1]: ``d(x, y) -> [B]``; 0 for identical images.
 
     ``net``: ``"alex"`` (the variant the authors recommend as a metric) or ``"vgg"``
-    (closer to a perceptual training loss).  Images must be at least 32 px (alex) or
-    48 px (vgg) on each side for the reflection padding of the deepest blur pool.
+    (closer to a perceptual training loss).  Images must be at least :data:`MIN_SIDE`
+    px on each side.
     Weights start random: load them with :func:`load_stlpips`.
     """
 

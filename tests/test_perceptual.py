@@ -121,6 +121,17 @@ def test_stlpips_matches_the_packages_own_implementation():
         assert float(diff) < 1e-6 and float(smallest) > 1e-4, line
 
 
+def test_stlpips_minimum_sizes_are_exact_and_smaller_images_get_nan():
+    for net, side in stlpips.MIN_SIDE.items():
+        model = stand_in_stlpips(net)
+        model(torch.rand(3, side, side), torch.rand(3, side, side))
+        with pytest.raises(RuntimeError):
+            model(torch.rand(3, side - 1, side - 1), torch.rand(3, side - 1, side - 1))
+    suite = perceptual.PerceptualSuite(("stlpips",), [], {"alex": stand_in_stlpips("alex")}, None, None,
+                                       confusion.ConfusionConfig())
+    assert math.isnan(suite.per_image(torch.rand(3, 20, 30), torch.rand(3, 20, 30))["stlpips_alex"])
+
+
 def test_stlpips_rejects_a_wrong_weight_file(tmp_path):
     bad = tmp_path / "w.pth"
     torch.save({"lin0.model.1.weight": torch.zeros(1, 64, 1, 1)}, bad)

@@ -31,7 +31,7 @@ import torch
 from PIL import Image
 
 from . import metrics as M
-from . import report
+from . import perceptual, report
 from .atomic import json_safe, write_json
 from .config import require
 from .degradation import crop_to_multiple, downsample
@@ -264,6 +264,9 @@ class EvaluationConfig:
     """Local Inception weights (weights-inception-2015-12-05-6726825d.pth) for standard FID/KID/IS; needs torch-fidelity."""
     feature_extractor: str | None = None
     """'random' (a seeded random CNN, NOT standard FID) or 'package.module:factory' returning an nn.Module."""
+    metrics: str | None = None
+    """Perceptual and distribution metrics: 'all' or a comma list of stlpips, niqe, classifier, fid, confusion
+    (sr3/perceptual.py; weights from installed packages; default none)."""
     quiet: bool = False
     """No progress lines."""
 
@@ -271,6 +274,7 @@ class EvaluationConfig:
         require(self.scale >= 1, f"--scale must be a positive integer, got {self.scale}")
         require(self.seed >= 0 and self.limit >= 0 and self.report_images >= 0,
                 "--seed, --limit and --report-images must be >= 0")
+        perceptual.parse_metrics(self.metrics)  # a one-line error for an unknown metric, before any work
 
 
 def evaluate(args: EvaluationConfig, methods: list[Upscaler], curve: list[Upscaler] = ()) -> dict:
@@ -284,6 +288,7 @@ def evaluate(args: EvaluationConfig, methods: list[Upscaler], curve: list[Upscal
         raise UserError(f"{out}: cannot create output folder ({e.strerror}); choose another --out") from None
     samples = collect_samples(Path(args.data), Path(args.lr_data) if args.lr_data else None, args.limit)
     extractor = make_extractor(args.fid_weights, args.feature_extractor)
+    metric_groups = perceptual.parse_metrics(args.metrics)
     _check_run_file(out, {"data": str(Path(args.data).resolve()),
                           "lr_data": str(Path(args.lr_data).resolve()) if args.lr_data else None,
                           "scale": scale, "seed": args.seed, "methods": [m.name for m in methods + curve],
@@ -371,6 +376,16 @@ def evaluate(args: EvaluationConfig, methods: list[Upscaler], curve: list[Upscal
                 summary["curves"].setdefault(m.sampling.sampler, []).append(entry)
             else:
                 summary["methods"][m.name] = entry
+        if metric_groups:  # ST-LPIPS, NIQE, classifier agreement, patch FID/KID, machine confusion
+            evaluated = {r["image"] for r in rows}
+            refs = {s.key: _unit(prepare_pair(s, scale)[0]) for s in samples if s.key in evaluated}
+            scored = perceptual.score_outputs(
+                perceptual.load_suite(metric_groups, lambda msg: print(msg, file=sys.stderr), args.seed), refs,
+                {m.name: {k: image_file(out, m.name, k) for k in refs} for m in methods},
+                out / "perceptual.csv", seed=args.seed, say=say)
+            for name, entry in scored.pop("methods").items():
+                summary["methods"][name]["perceptual"] = entry
+            summary["perceptual"] = scored
     summary = json_safe(summary)
     write_json(out / "metrics.json", summary)
     with warnings.catch_warnings():

@@ -22,7 +22,8 @@ from .cascade import Cascade, load_cascade
 from .config import SamplingConfig
 from .degradation import upsample
 from .errors import UserError
-from .imageio import IMAGE_EXTENSIONS, load_image, pil_to_tensor, tensor_to_pil
+from .external import ExternalOutputs, parse_spec
+from .imageio import pil_to_tensor, tensor_to_pil
 from .pipeline import DEFAULT_MODEL_DIR, DEFAULT_REGRESSION_DIR, SRPipeline, load
 from .raisr import RAISR, load_raisr
 
@@ -128,27 +129,17 @@ class CascadeUpscaler(Upscaler):
 
 
 class FolderUpscaler(Upscaler):
-    """Outputs another tool already wrote: ``DIR/<key stem>.<any image extension>``, matched by file name."""
+    """Outputs another tool already wrote, looked up by the input's file name (sr3/external.py)."""
 
-    kind = "folder"
+    kind = "external"
 
-    def __init__(self, name: str, folder: Path, scale: int):
-        if not folder.is_dir():
-            raise UserError(f"{folder}: output folder of method {name!r} not found; check --methods {name}=DIR")
-        self.name, self.folder, self.scale = name, folder, scale
-
-    def find(self, key: str) -> Path:
-        stem = Path(key).with_suffix("")
-        for candidate in [self.folder / key, *(self.folder / stem.with_suffix(e) for e in IMAGE_EXTENSIONS),
-                          *(self.folder / stem.with_suffix(e.upper()) for e in IMAGE_EXTENSIONS)]:
-            if candidate.is_file():
-                return candidate
-        raise UserError(f"{self.folder}: no output for {key} (looked for {stem}.png/.jpg/...)")
+    def __init__(self, outputs: ExternalOutputs, scale: int):
+        self.name, self.outputs, self.scale = outputs.name, outputs, scale
 
     def __call__(self, lr, seeds, keys=None, progress=None, callback=None):
         if keys is None:
             raise UserError(f"method {self.name!r} reads finished outputs; it needs the input file names")
-        return torch.stack([pil_to_tensor(load_image(self.find(k))) for k in keys])
+        return torch.stack([pil_to_tensor(self.outputs(k)) for k in keys])
 
 
 # ------------------------------------------------------------------ builders
@@ -212,8 +203,5 @@ def build_method(name: str, options: MethodOptions) -> Upscaler:
 
 def external_method(spec: str, scale: int) -> Upscaler:
     """``NAME=DIR``: the outputs of any other upscaler, scored like a built-in method."""
-    name, _, folder = spec.partition("=")
-    if not name or not folder or name in METHODS:
-        raise UserError(f"--methods {spec}: an external method is NAME=DIR with a NAME not in "
-                        f"{', '.join(METHODS)}")
-    return FolderUpscaler(name, Path(folder), scale)
+    name, folder = parse_spec(spec, tuple(METHODS))
+    return FolderUpscaler(ExternalOutputs(name, folder), scale)

@@ -141,6 +141,49 @@ def metrics_table(methods: dict) -> str:
     return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
 
 
+PERCEPTUAL_COLUMNS = [("stlpips_alex", "ST-LPIPS alex ↓", "{:.3f}"), ("stlpips_vgg", "ST-LPIPS vgg ↓", "{:.3f}"),
+                      ("niqe", "NIQE ↓", "{:.2f}"), ("imagenet_top1_agree", "ImageNet top-1 agreement ↑", "{:.2f}")]
+
+
+def perceptual_table(summary: dict) -> str:
+    """Perceptual metrics (``sr3 evaluate --metrics``): per-image means with CIs, patch FID/KID, machine confusion."""
+    info = summary.get("perceptual")
+    if not info:
+        return ""
+    methods = {n: e.get("perceptual") for n, e in summary["methods"].items() if e.get("perceptual")}
+    cols = [c for c in PERCEPTUAL_COLUMNS if any(c[0] in m["metrics"] for m in methods.values())]
+    fid = any("fid_patches" in m for m in methods.values())
+    conf = any("machine_confusion" in m for m in methods.values())
+    head = "<th>method</th>" + "".join(f"<th>{html.escape(t)}</th>" for _, t, _ in cols)
+    head += "<th>FID (patches) ↓</th><th>KID ↓</th>" if fid else ""
+    head += "<th>machine confusion ↑ (50% = indistinguishable)</th>" if conf else ""
+    rows = []
+    for name, m in methods.items():
+        cells = "".join(_cell(m["metrics"].get(k), fmt) for k, _, fmt in cols)
+        if fid:
+            d = m.get("fid_patches") or {}
+            cells += "".join(f"<td>{fmt.format(d[k])}</td>" if d.get(k) is not None else "<td>–</td>"
+                             for k, fmt in (("fid", "{:.2f}"), ("kid", "{:.4f}")))
+        if conf:
+            c = m.get("machine_confusion")
+            cells += _cell({"mean": c["machine_confusion"] * 100, "ci_low": c["ci_low"] * 100,
+                            "ci_high": c["ci_high"] * 100}, "{:.1f}%") if c else "<td>–</td>"
+        rows.append(f"<tr><td>{html.escape(name)}</td>{cells}</tr>")
+    ref = info.get("reference", {}).get("niqe")
+    if ref and any(k == "niqe" for k, _, _ in cols):
+        rows.append("<tr><td>HR images</td>" + "".join(_cell(ref, fmt) if k == "niqe" else "<td>–</td>"
+                                                     for k, _, fmt in cols) + "</tr>")
+    notes = [html.escape(n) for n in info.get("notes", [])]
+    if info.get("inception"):
+        notes.append(f"FID/KID network: <code>{html.escape(info['inception'])}</code>; "
+                     + html.escape(next((m["fid_patches"]["note"] for m in methods.values() if "fid_patches" in m), "")))
+    if conf:
+        notes.append(html.escape(next(m["machine_confusion"]["definition"] for m in methods.values()
+                                      if "machine_confusion" in m)))
+    return ("<h2>Perceptual and distribution metrics</h2>"
+            f"<table><tr>{head}</tr>{''.join(rows)}</table>" + "".join(f"<p class=note>{n}</p>" for n in notes))
+
+
 def curve_plots(curves: dict) -> list[tuple[str, str]]:
     """One matplotlib plot per metric of metric vs sampling steps, a line (with CI band) per sampler.
 
@@ -225,6 +268,7 @@ def render(summary: dict, grid: list[tuple[str, list[tuple[str, Image.Image]]]],
         "on [0, 255] (lower is better).</p>",
         metrics_table(summary["methods"]),
         ext,
+        perceptual_table(summary),
     ]
     if summary.get("curves"):
         parts.append("<h2>Quality vs sampling steps</h2>")

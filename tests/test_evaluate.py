@@ -251,6 +251,6 @@ def test_an_external_output_folder_is_scored_like_a_builtin_method(tmp_path):
     assert set(summary["methods"]) == {"bicubic", "mine"} and summary["methods"]["mine"]["n_images"] == 2
     assert summary["methods"]["mine"]["metrics"]["psnr_rgb"]["mean"] >= 20 * np.log10(255 / 2) - 0.01  # 42.1 dB
     (outputs / "img1.tif").unlink()
-    with pytest.warns(UserWarning, match="no output for img1.png"):
+    with pytest.warns(UserWarning, match="no output named img1"):
         summary = _evaluate(_args(data=hr, out=tmp_path / "o2", methods=f"mine={outputs}"))
     assert summary["methods"]["mine"]["n_images"] == 1

@@ -288,3 +288,21 @@ def test_cascade_json_round_trips_and_reads_version_1(cascade_dir, tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps({"stages": [{"model": "b", "sampling": {"steps": 0}}]}))
     with pytest.raises(UserError, match="bad.json.*steps = 0 must be >= 1"):
         CascadeConfig.from_json_file(tmp_path / "bad.json")
+
+
+def test_generate_num_samples_writes_scores_and_resumes(cascade_dir, idx_dir, tmp_path):
+    """--num-samples: images written in batches and scored incrementally; a rerun reads them back."""
+    root = tmp_path / "two"
+    write_cascade(root, CascadeConfig(stages=(StageSettings(str(cascade_dir / "base"), sampling=SamplingConfig(steps=2)),
+                                              StageSettings(str(cascade_dir / "sr1"), sampling=SamplingConfig(steps=1)))))
+    out = tmp_path / "gen"
+    argv = ["generate", "--cascade", str(root), "--class", "all", "--num-samples", "5", "--batch-size", "2",
+            "--score-data", str(idx_dir), "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    assert sorted(p.name for p in out.glob("*.png")) == [f"{i:06d}.png" for i in range(5)]
+    first = json.loads((out / "scores.json").read_text())
+    assert first["num_samples"] == 5 and first["n_fake"] == 5 and first["fid"] >= 0
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")}
+    assert main(argv) == 0  # resumed: nothing regenerated, the same scores
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")} == stamps
+    assert json.loads((out / "scores.json").read_text())["fid"] == first["fid"]

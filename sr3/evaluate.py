@@ -19,7 +19,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import importlib
-import json
 import math
 import sys
 import time
@@ -33,7 +32,7 @@ from PIL import Image
 from . import metrics as M
 from . import perceptual, report
 from .atomic import json_safe, write_json
-from .config import require
+from .config import read_json, require
 from .degradation import crop_to_multiple, downsample
 from .errors import UserError
 from .frames import refinement_strip
@@ -228,10 +227,7 @@ def _check_run_file(out: Path, settings: dict) -> None:
     """A resumed run must use the same data, scale and sampling, or its CSV rows would mix up."""
     path = out / "run.json"
     if path.exists():
-        try:
-            old = json.loads(path.read_text())
-        except ValueError:
-            old = {}
+        old = read_json(path, "evaluation run file")
         for k in ("data", "lr_data", "scale"):
             if k in old and old[k] != settings[k]:
                 raise UserError(f"{out}: holds a run with {k} = {old[k]}, not {settings[k]}; use a new --out")

@@ -18,14 +18,15 @@ A trained classifier directory holds ``classifier.json`` and ``model.safetensors
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
+from .atomic import atomic_write_bytes, write_json
+from .config import read_json
 from .errors import UserError
 from .metrics import FeatureExtractor, fit_classifier
 
@@ -72,15 +73,15 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, *, epochs: int 
 def save_classifier(model: FashionCNN, path: str | Path, info: dict | None = None) -> Path:
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path / "model.safetensors"))
-    (path / "classifier.json").write_text(json.dumps({**model.config, **(info or {})}, indent=2))
+    atomic_write_bytes(path / "model.safetensors", save({k: v.contiguous() for k, v in model.state_dict().items()}))
+    write_json(path / "classifier.json", {**model.config, **(info or {})})
     return path
 
 
 def load_classifier(path: str | Path) -> FashionCNN:
     path = Path(path)
     try:
-        config = json.loads((path / "classifier.json").read_text())
+        config = read_json(path / "classifier.json", "classifier config")
         state = load_file(str(path / "model.safetensors"))
     except (OSError, ValueError) as e:
         raise UserError(f"{path}: not a Fashion-MNIST classifier directory ({e})") from None

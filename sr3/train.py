@@ -141,7 +141,7 @@ def train(config: Config, dataset, out: Path, resume: bool = False, device: torc
     gammas = training_gammas(dc)
     if world.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(config.to_json())
+        atomic_write_text(out / "config.json", config.to_json())
     log = open_log(out / "log.jsonl", start) if world.is_main else None
     preview = dataset.sample(min(4, tc.batch_size), step_generator(tc.seed, PREVIEW_STREAM, 0))  # fixed images for grids
     # Process r trains on parts r*accum .. r*accum + accum-1 of every step's batch (sr3/step_loader.py).

@@ -306,3 +306,18 @@ def test_generate_num_samples_writes_scores_and_resumes(cascade_dir, idx_dir, tm
     assert main(argv) == 0  # resumed: nothing regenerated, the same scores
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")} == stamps
     assert json.loads((out / "scores.json").read_text())["fid"] == first["fid"]
+
+
+def test_generate_and_sweep_never_overwrite_unasked(cascade_dir, idx_dir, tmp_path, capsys):
+    out = tmp_path / "g"
+    argv = ["generate", "--cascade", str(cascade_dir), "--class", "b", "--n", "1", "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    before = (out / "b_0000.png").read_bytes()
+    (out / "b_0000.png").write_bytes(b"mine")
+    assert main(argv) == 2 and "already exists" in capsys.readouterr().err
+    assert (out / "b_0000.png").read_bytes() == b"mine"  # untouched
+    assert main(argv + ["--overwrite"]) == 0 and (out / "b_0000.png").read_bytes() == before
+    (tmp_path / "sweep.json").write_text("{}")
+    assert main(["sweep", "--cascade", str(cascade_dir), "--data", str(idx_dir), "--out",
+                 str(tmp_path / "sweep.json"), "--no-progress"]) == 2
+    assert (tmp_path / "sweep.json").read_text() == "{}"

@@ -46,6 +46,8 @@ def add_parser(subparsers) -> None:
     g.add_argument("--out", required=True, type=Path, help="output folder (images and grid.png)")
     g.add_argument("--seed", type=int, default=0, help="image k uses seed + k (per-stage streams derive from it)")
     g.add_argument("--batch-size", type=int, default=16, help="images per batch, >= 1")
+    g.add_argument("--overwrite", action="store_true", help="replace images and grid.png already in --out "
+                   "(default: refuse before any work)")
     g.add_argument("--num-samples", type=int, help="generate this many images in total (classes in turn, or "
                    "--class), written as OUT/NNNNNN.png and scored as they come with bounded memory (FID from "
                    "running sums, KID/IS on a seeded sample); a rerun resumes from the files already written")
@@ -76,6 +78,12 @@ def run(args: argparse.Namespace) -> int:
     if args.num_samples is not None:
         return run_scored(args, cascade, classes)
     names = cascade.class_names
+    planned = [args.out / f"{names[c] if c is not None else 'sample'}_{k:04d}.png" for c in classes
+               for k in range(args.n)] + [args.out / "grid.png"]
+    existing = [p for p in planned if p.exists()]
+    if existing and not args.overwrite:
+        raise UserError(f"{existing[0]}: already exists ({len(existing)} of the {len(planned)} outputs do); "
+                        "choose another --out or pass --overwrite")
     images = []
     bar = tqdm(total=len(classes) * args.n, unit="img", disable=args.no_progress, file=sys.stderr)
     for row, c in enumerate(classes):

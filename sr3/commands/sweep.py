@@ -33,7 +33,8 @@ def add_parser(subparsers) -> None:
     s.add_argument("--classifier", type=Path, help="feature network: a Fashion-MNIST classifier directory "
                    "(sr3/fmnist_classifier.py); default: a seeded random conv net (uncalibrated)")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--out", type=Path, help="write the results as JSON here")
+    s.add_argument("--out", type=Path, help="write the results as JSON here (a new file unless --overwrite)")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     # many small images: batch the network over images unless --network-batching says otherwise
     add_sampling_arguments(s)
     add_device_argument(s)
@@ -48,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
     if args.n_per_class < 1:
         raise UserError("--n-per-class must be >= 1")
     check_seed(args.seed)
+    if args.out and args.out.exists() and not args.overwrite:
+        raise UserError(f"{args.out}: already exists; choose another --out or pass --overwrite")
     sampling = {"network_batching": "batched", **sampling_flags(args)}
     cascade = load_cascade(args.cascade, check_device(args.device), sampling_overrides=sampling)
     if cascade.base is None:

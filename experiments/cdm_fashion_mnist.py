@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 
 from sr3.cascade import CascadeConfig, StageSettings, image_grid, load_cascade, write_cascade
+from sr3.config import SamplingConfig
 from sr3.fmnist_classifier import ClassifierExtractor, FashionCNN, save_classifier, train_classifier
 from sr3.imageio import save_image, tensor_to_pil
 from sr3.labelled_data import LabelledDataset
@@ -112,10 +113,11 @@ def main() -> None:
         t = time.time()
         root = args.runs / f"cascade-{sr_run}"
         write_cascade(root, CascadeConfig(
-            stages=(StageSettings("../base16", steps=args.base_steps),
-                    StageSettings(f"../{sr_run}", steps=args.sr_steps, scale=2, aug_level=level, truncated=truncated)),
+            stages=(StageSettings("../base16", sampling=SamplingConfig(steps=args.base_steps)),
+                    StageSettings(f"../{sr_run}", sampling=SamplingConfig(steps=args.sr_steps), scale=2, aug_level=level,
+                                  truncated=truncated)),
             class_names=names))
-        cascade = load_cascade(root, batch_invariant=False)
+        cascade = load_cascade(root, sampling_overrides={"network_batching": "batched"})  # many small images
         outs = cascade.generate(labels, seeds, base_images=base_cache.get("full"))
         if not truncated or level == 0:
             base_cache["full"] = outs[0]

@@ -270,10 +270,14 @@ class Cascade:
         aug_level on it noises the input (non-truncated) as at generation time.
         ``callback`` gets each step's info with ``"stage"`` (its index) added.
         """
+        return self.upscale_stages(lr, seeds, progress, callback)[-1]
+
+    def upscale_stages(self, lr: torch.Tensor, seeds: list[int], progress=None, callback=None) -> list[torch.Tensor]:
+        """As :meth:`upscale`, returning every SR stage's output (the refinement chain), in order."""
         if not self.sr_stages:
             raise UserError(f"{self.root}: this cascade has no SR stages to upscale with")
         start = 1 if self.base else 0
-        return self._refine(lr, start, None, seeds, progress, callback, first_is_real=True)[-1]
+        return self._refine(lr, start, None, seeds, progress, callback, first_is_real=True)
 
     def count_upscale_evaluations(self, lr_height: int, lr_width: int) -> int:
         """Network evaluations (steps x tiles, all SR stages) to upscale a batch of this LR size."""

@@ -39,7 +39,8 @@ import time
 from pathlib import Path
 
 from sr3.evaluate import collect_samples, prepare_pair
-from sr3.imageio import atomic_write_text, save_image
+from sr3.atomic import atomic_write_text
+from sr3.imageio import save_image
 
 PEERS = ("span", "realesrgan", "realsr")
 SCALE = 4

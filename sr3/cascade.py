@@ -190,7 +190,11 @@ class Cascade:
                 continue
             prev = self.stages[i - 1]
             takes = cfg.data.crop_size // cfg.data.scale
-            if takes != prev.resolution or cfg.data.crop_size % cfg.data.scale:
+            # Training crop sizes must chain only when a base stage fixes every stage's resolution
+            # (generation, CDM Fig. 1).  An SR-only cascade runs fully convolutional stages on
+            # photos of any size (SR3 Sec. 4: 16x = two 4x stages), so there they need not.
+            chained = takes == prev.resolution and cfg.data.crop_size % cfg.data.scale == 0
+            if self.stages[0].is_base and not chained:
                 raise UserError(f"{where}: stage resolutions do not chain: '{st.name}' takes {takes}x{takes} "
                                 f"but '{prev.name}' makes {prev.resolution}x{prev.resolution}")
             if cfg.model.cond_channels != prev.config.model.image_channels:
@@ -266,10 +270,14 @@ class Cascade:
         aug_level on it noises the input (non-truncated) as at generation time.
         ``callback`` gets each step's info with ``"stage"`` (its index) added.
         """
+        return self.upscale_stages(lr, seeds, progress, callback)[-1]
+
+    def upscale_stages(self, lr: torch.Tensor, seeds: list[int], progress=None, callback=None) -> list[torch.Tensor]:
+        """As :meth:`upscale`, returning every SR stage's output (the refinement chain), in order."""
         if not self.sr_stages:
             raise UserError(f"{self.root}: this cascade has no SR stages to upscale with")
         start = 1 if self.base else 0
-        return self._refine(lr, start, None, seeds, progress, callback, first_is_real=True)[-1]
+        return self._refine(lr, start, None, seeds, progress, callback, first_is_real=True)
 
     def count_upscale_evaluations(self, lr_height: int, lr_width: int) -> int:
         """Network evaluations (steps x tiles, all SR stages) to upscale a batch of this LR size."""
@@ -338,11 +346,12 @@ def image_grid(images: torch.Tensor, columns: int, pad: int = 1) -> torch.Tensor
 
 
 def load_cascade(root: str | Path, device="cpu", overrides: dict | None = None,
-                 sampling_overrides: dict | None = None) -> Cascade:
+                 sampling_overrides: dict | None = None, bf16: bool = False) -> Cascade:
     """Load a cascade directory.
 
     overrides: aug_level / truncated for every SR stage (None values are ignored);
-    sampling_overrides: SamplingConfig fields for every stage (e.g. the flags a user gave).
+    sampling_overrides: SamplingConfig fields for every stage (e.g. the flags a user gave);
+    bf16: run the stages under bf16 autocast (as sr3.pipeline does for one model).
     """
     root = Path(root)
     if not root.is_dir():
@@ -354,4 +363,4 @@ def load_cascade(root: str | Path, device="cpu", overrides: dict | None = None,
         config = dataclasses.replace(config, stages=tuple(
             dataclasses.replace(s, sampling=dataclasses.replace(s.sampling, **sampling_overrides), **overrides)
             for s in config.stages))
-    return Cascade(root, config, device=device)
+    return Cascade(root, config, device=device, bf16=bf16)

@@ -24,10 +24,15 @@ from .degradation import upsample
 from .errors import UserError
 from .external import ExternalOutputs, parse_spec
 from .imageio import pil_to_tensor, tensor_to_pil
-from .pipeline import DEFAULT_MODEL_DIR, DEFAULT_REGRESSION_DIR, SRPipeline, load
+from .pipeline import DEFAULT_MODEL_DIR, DEFAULT_REGRESSION_DIR, WEIGHTS_DIR, SRPipeline, load
 from .raisr import RAISR, load_raisr
 
 DEFAULT_CLASSIC_SCALE = 4
+DEFAULT_CASCADE_DIR = WEIGHTS_DIR / "cascade-16x"
+"""The shipped 16x cascade: the shipped 4x SR3 model applied twice, with no conditioning
+augmentation (a baseline; see its model_card.json).  ``--scale 16`` with the default sr3
+model, and ``--method cascade`` without a directory, use it."""
+CASCADE_SCALE = 16
 
 
 @dataclass(frozen=True)
@@ -118,8 +123,8 @@ class CascadeUpscaler(Upscaler):
 
     kind = "cascade"
 
-    def __init__(self, cascade: Cascade):
-        self.name, self.cascade, self.scale = "cascade", cascade, cascade.total_scale
+    def __init__(self, cascade: Cascade, name: str = "cascade"):
+        self.name, self.cascade, self.scale = name, cascade, cascade.total_scale
 
     def __call__(self, lr, seeds, keys=None, progress=None, callback=None):
         return self.cascade.upscale(lr, seeds, progress=progress, callback=callback)
@@ -161,6 +166,10 @@ def raisr_method(options: MethodOptions) -> Upscaler:
 def model_method(kind: str, objective: str, default_dir: Path) -> Callable[[MethodOptions], Upscaler]:
     """A builder for a method backed by a model directory trained with ``objective``."""
     def build(options: MethodOptions) -> Upscaler:
+        if kind == "sr3" and kind not in options.model_dirs and options.scale is not None:
+            shipped = shipped_sr3_at(options)
+            if shipped is not None:
+                return shipped
         path = options.model_dirs.get(kind) or default_dir
         pipe = load(path, device=options.device, bf16=options.bf16)
         trained = pipe.config.diffusion.objective
@@ -173,11 +182,29 @@ def model_method(kind: str, objective: str, default_dir: Path) -> Callable[[Meth
     return build
 
 
+def shipped_sr3_at(options: MethodOptions) -> Upscaler | None:
+    """The shipped diffusion models at ``options.scale``: 16x is the shipped cascade (4x twice);
+    8x is refused (no 2x diffusion stage ships); None = the shipped 4x model handles (or refuses) it."""
+    if options.scale == CASCADE_SCALE:
+        return CascadeUpscaler(_load_shipped_cascade(options), name="sr3")
+    if options.scale == 8:
+        raise UserError("--method sr3: the shipped model upscales 4x, not 8x, and no 2x diffusion stage ships to "
+                        "chain with it; pass --scale 4 or --scale 16 (4x twice), --method bicubic or raisr "
+                        "--scale 8, or --cascade DIR with your own 8x stages")
+    return None
+
+
+def _load_shipped_cascade(options: MethodOptions) -> Cascade:
+    return load_cascade(DEFAULT_CASCADE_DIR, device=options.device, sampling_overrides=options.sampling,
+                        bf16=options.bf16)
+
+
 def cascade_method(options: MethodOptions) -> Upscaler:
     root = options.model_dirs.get("cascade")
     if root is None:
-        raise UserError("--method cascade needs a cascade directory: pass --cascade DIR")
-    cascade = load_cascade(root, device=options.device, sampling_overrides=options.sampling)
+        cascade = _load_shipped_cascade(options)
+    else:
+        cascade = load_cascade(root, device=options.device, sampling_overrides=options.sampling)
     if not cascade.sr_stages:
         raise UserError(f"{root}: this cascade has no SR stages to upscale with")
     _check_scale("cascade", options.scale, cascade.total_scale)

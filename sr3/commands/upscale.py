@@ -30,12 +30,14 @@ def add_parser(subparsers) -> None:
     p.add_argument("inputs", nargs="+", type=Path, help="image files and/or folders")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: next to each input, *_xS)")
     p.add_argument("--method", choices=list(METHODS), default=None,
-                   help="sr3 (default), regression, bicubic, raisr, or cascade (with --cascade)")
+                   help="sr3 (default), regression, bicubic, raisr, or cascade (--cascade DIR; default: the shipped 16x cascade)")
     p.add_argument("--model", type=Path, help="model folder of the method (default: the shipped one)")
     p.add_argument("--cascade", type=Path, help="cascade directory (sr3/cascade.py): chain its SR stages, "
                    "e.g. two 4x stages for 16x (same as --method cascade --model DIR)")
     p.add_argument("--scale", type=int, default=None, help=f"upscaling factor for bicubic/raisr, 1-{MAX_CLASSIC_SCALE} "
-                   "(default 4); learned methods know their own and refuse another")
+                   "(default 4); learned methods know their own and refuse another, except that sr3 with its "
+                   "shipped model takes 16 (the shipped cascade: 4x twice, no-augmentation baseline); 8 is refused "
+                   "for sr3 (no 2x diffusion model ships)")
     add_sampling_arguments(p)
     p.add_argument("--seed", type=int, default=0, help="image k of the run uses seed + k")
     p.add_argument("--batch-size", type=int, default=1, help="images per batch (same-size images), >= 1")

@@ -395,9 +395,6 @@ def _coerce(tp, value, where: str):
         if not isinstance(value, str):
             raise UserError(f"{where}: expected a string, got {value!r}")
         return value
-    if dataclasses.is_dataclass(typing.get_args(tp)[0] if typing.get_args(tp) else None):
-        elem = typing.get_args(tp)[0]
-        return tuple(from_dict(elem, v, where.split(": ")[0]) for v in value)
     return value
 
 

@@ -74,22 +74,14 @@ def load_image(path: str | Path) -> Image.Image:
     return _decode(path, path)
 
 
-def load_image_bytes(data: bytes, name: str | Path) -> Image.Image:
-    """Decode an encoded image held in memory (a member of a tar shard) like :func:`load_image`;
-    ``name`` labels the one-line UserError."""
-    if not data:
-        raise UserError(f"{name}: file is empty (0 bytes); re-export or remove it")
-    return _decode(io.BytesIO(data), Path(name))
+def load_image_bytes(data: bytes, name: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Decode an encoded image held in memory (a tar shard's member, a demo upload) like :func:`load_image`.
 
-
-def decode_image(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Decode uploaded bytes as an upright 8-bit RGB PIL image with the checks of :func:`load_image`.
-
-    name: how the error messages call the image (e.g. the uploaded file name).
+    name: how the one-line UserError calls the image.
     max_pixels: refuse larger images (TooManyPixels) from the header's size, before any pixel is decoded.
     """
     if not data:
-        raise UserError(f"{name}: file is empty (0 bytes)")
+        raise UserError(f"{name}: file is empty (0 bytes); re-export or remove it")
     return _decode(io.BytesIO(data), Path(name), max_pixels)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from ..demo.app import DemoLimits, create_app, serve
 from ..errors import UserError
 from ..methods import MethodOptions, build_method
-from ..study.server import check_bindable, is_loopback
+from ..web import check_bindable, is_loopback
 from .common import add_device_argument, check_device
 
 

@@ -4,7 +4,7 @@ A browser is known by a random cookie set when it loads the page; it sees only i
 own jobs.  Uploads are the raw image bytes (``POST /api/jobs?method=...``, no
 multipart), refused above ``max_upload_bytes`` while they are read and above
 ``max_pixels`` from the image header, before any pixel is decoded; decoding goes
-through :func:`sr3.imageio.decode_image` (the checks of every image sr3 reads).
+through :func:`sr3.imageio.load_image_bytes` (the checks of every image sr3 reads).
 The page polls ``GET /api/jobs/{id}`` and fetches ``/frame`` whenever a new x̂₀
 frame exists, so the estimate is seen refining step by step.
 """
@@ -24,22 +24,15 @@ from starlette.concurrency import run_in_threadpool
 
 from ..config import SamplingConfig
 from ..errors import UserError
-from ..imageio import TooManyPixels, decode_image
+from ..imageio import TooManyPixels, load_image_bytes
 from ..methods import CascadeUpscaler, Upscaler
 from ..samplers import SAMPLERS
+from ..web import security_headers
 from .jobs import ACTIVE, JobQueue, JobRequest, Refused
 
 COOKIE = "sr3_demo"
 STATIC_FILES = {"demo.js": "text/javascript; charset=utf-8", "demo.css": "text/css; charset=utf-8"}
-# Only our own script and styles run; images may also come from blob: URLs (the upload and the result).
-SECURITY_HEADERS = {
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "X-Frame-Options": "DENY",
-    "Cache-Control": "no-store",
-    "Content-Security-Policy": ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; "
-                                "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"),
-}
+SECURITY_HEADERS = security_headers(img_src="'self' blob:")  # the upload and the result are blob: URLs
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -145,7 +138,7 @@ def create_app(methods: dict[str, Upscaler], limits: DemoLimits = DemoLimits(), 
                 raise HTTPException(413, f"the image is larger than {limits.max_upload_bytes} bytes")
         stem = _SAFE_NAME.sub("_", Path(name).stem)[:64] or "image"
         try:
-            image = await run_in_threadpool(decode_image, bytes(data), stem, limits.max_pixels)
+            image = await run_in_threadpool(load_image_bytes, bytes(data), stem, limits.max_pixels)
         except UserError as e:
             raise HTTPException(413 if isinstance(e, TooManyPixels) else 400, str(e)) from None
         if not 0 <= seed < 2 ** 63:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import ipaddress
 import json
 import math
 import re
@@ -36,7 +35,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..errors import UserError
+from ..web import check_bindable, is_loopback, security_headers
 from . import design
 from .config import MAX_RATERS_PER_CLIENT, QUESTIONS, check_integer
 from .db import RESPONSE_COLUMNS, StudyDB, load_raters, load_responses
@@ -51,16 +50,7 @@ MAX_BODY_BYTES = 4096  # an answer is ~100 bytes
 
 STATIC_FILES = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
 
-# Sent with every response.  The CSP forbids inline script and any third-party
-# origin, so nothing but our own static files can run on or load into the page.
-SECURITY_HEADERS = {
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "X-Frame-Options": "DENY",
-    "Cache-Control": "no-store",
-    "Content-Security-Policy": ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
-                                "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"),
-}
+SECURITY_HEADERS = security_headers()
 
 
 class Answer(BaseModel):
@@ -372,15 +362,6 @@ def create_app(db_path: str | Path, admin_token: str | None = None, *,
     return app
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def serve(db_path: str | Path, host: str = "127.0.0.1", port: int = 8000, admin_token: str | None = None,
           max_raters: int | None = None, raters_per_client: int | None = None, log_level: str = "warning",
           show_token: bool = False) -> None:
@@ -401,19 +382,3 @@ def serve(db_path: str | Path, host: str = "127.0.0.1", port: int = 8000, admin_
     print(f"serving {db_path} on http://{host}:{port}/  (admin: GET /admin/status, /admin/export with "
           "'Authorization: Bearer TOKEN'; Ctrl+C stops)", flush=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False, date_header=False)
-
-
-def check_bindable(host: str, port: int) -> None:
-    """Turn "address in use" into a one-line error before uvicorn logs and exits."""
-    import socket
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as e:
-        raise UserError(f"--host {host}: cannot resolve ({e.strerror}); use an IP address such as 127.0.0.1") from None
-    family, _, _, _, address = infos[0]
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(address)
-        except OSError as e:
-            raise UserError(f"--port {port}: cannot listen on {host} ({e.strerror}); choose another --port") from None

@@ -180,13 +180,15 @@ def train(config: Config, dataset, out: Path, resume: bool = False, device: torc
         checkpoint_now = done % tc.checkpoint_every == 0 or done == tc.steps
         # A diverged run stops before a NaN reaches a checkpoint or the model.  The loss is read on the
         # host only at log and checkpoint steps (no per-step sync); loss_sum holds every step since the last log.
-        if (done % tc.log_every == 0 or checkpoint_now) and not math.isfinite(float(loss_sum)):
+        log_now = done % tc.log_every == 0 or done == tc.steps
+        loss_total = float(loss_sum) if log_now or checkpoint_now else 0.0  # the one host sync of these steps
+        if not math.isfinite(loss_total):
             raise UserError(f"training diverged by step {done} (non-finite loss); {out / 'checkpoint'} keeps "
                             f"{'step ' + str(last_checkpoint) if last_checkpoint else 'no step yet'}: resume it "
                             "with a lower --train.lr (or a higher --train.warmup-steps)")
         bar.update(1)
-        if done % tc.log_every == 0 or done == tc.steps:
-            loss_value = float(loss_sum) / loss_terms  # mean over the micro-batches since the last log line
+        if log_now:
+            loss_value = loss_total / loss_terms  # mean over the micro-batches since the last log line
             loss_sum.zero_()
             loss_terms = 0
             bar.set_postfix(loss=f"{loss_value:.4f}")

@@ -175,6 +175,9 @@ class Cascade:
                 check_tile(s.sampling, cfg)
             except UserError as e:
                 raise UserError(f"{where}: stage '{st.name}': {e}") from None
+            if s.sampling.guidance and not cfg.model.null_class:
+                raise UserError(f"{where}: stage '{st.name}' was trained without class dropout "
+                                "(model.null_class); set its guidance to 0")
             if st.is_base:
                 if i > 0:
                     raise UserError(f"{where}: stage '{st.name}' is a base (generate) model; only the first "
@@ -350,7 +353,8 @@ def load_cascade(root: str | Path, device="cpu", overrides: dict | None = None,
     """Load a cascade directory.
 
     overrides: aug_level / truncated for every SR stage (None values are ignored);
-    sampling_overrides: SamplingConfig fields for every stage (e.g. the flags a user gave);
+    sampling_overrides: SamplingConfig fields for every stage (e.g. the flags a user gave), except
+        ``guidance``, which goes to the class-conditional stages only;
     bf16: run the stages under bf16 autocast (as sr3.pipeline does for one model).
     """
     root = Path(root)
@@ -358,9 +362,17 @@ def load_cascade(root: str | Path, device="cpu", overrides: dict | None = None,
         raise UserError(f"{root}: cascade directory not found")
     config = CascadeConfig.from_json_file(root / CASCADE_FILE)
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
-    sampling_overrides = sampling_overrides or {}
+    sampling_overrides = dict(sampling_overrides or {})
+    guidance = sampling_overrides.pop("guidance", None)
     if overrides or sampling_overrides:  # a base stage ignores aug_level/truncated, so they can go to every stage
         config = dataclasses.replace(config, stages=tuple(
             dataclasses.replace(s, sampling=dataclasses.replace(s.sampling, **sampling_overrides), **overrides)
             for s in config.stages))
-    return Cascade(root, config, device=device, bf16=bf16)
+    cascade = Cascade(root, config, device=device, bf16=bf16)
+    if guidance is None:
+        return cascade
+    # classifier-free guidance steers the class-conditional stages (the base); unconditional SR stages have no
+    # class to steer towards
+    return cascade.with_config(dataclasses.replace(config, stages=tuple(
+        dataclasses.replace(s, sampling=dataclasses.replace(s.sampling, guidance=guidance))
+        if st.config.model.num_classes else s for s, st in zip(config.stages, cascade.stages))))

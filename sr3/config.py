@@ -88,6 +88,9 @@ class UNetConfig:
     """Size of the class embedding table (>= 0); 0 = no class conditioning."""
     aug_level_conditioning: bool = False
     """Also embed the conditioning-augmentation noise level (CDM Sec. 4.1); used by cascade SR stages."""
+    null_class: bool = False
+    """Reserve one more class embedding, index num_classes, meaning "no class": the unconditional model
+    of classifier-free guidance (Ho & Salimans 2022), learnt by training with train.class_dropout > 0."""
     groupnorm_groups: int = 32
     """GroupNorm groups (>= 1); must divide every level's channel count (base_channels * mult)."""
 
@@ -103,6 +106,7 @@ class UNetConfig:
         require(self.image_channels >= 1, f"model.image_channels = {self.image_channels} must be >= 1")
         require(self.cond_channels >= 0 and self.num_classes >= 0,
                 "model.cond_channels and model.num_classes must be >= 0")
+        require(not self.null_class or self.num_classes > 0, "model.null_class needs model.num_classes > 0")
         require(self.groupnorm_groups >= 1 and all(self.base_channels * m % self.groupnorm_groups == 0
                                                    for m in self.channel_mult),
                 f"model.groupnorm_groups = {self.groupnorm_groups} must divide every level's channels "
@@ -229,6 +233,10 @@ class TrainConfig:
     """torch.compile the U-Net for training (pays a compile of minutes once; for long GPU runs)."""
     channels_last: Literal["auto", "on", "off"] = "auto"
     """Weights in channels-last memory format (faster tensor-core convolutions); auto = on for CUDA."""
+    class_dropout: float = 0.0
+    """Probability in [0, 1) that a training image's class label is replaced by the null class, so one
+    network learns the conditional and the unconditional model (classifier-free guidance, Ho & Salimans
+    2022, Alg. 1; they use 0.1-0.2).  Needs model.null_class."""
 
     def __post_init__(self):
         require(self.steps >= 0, f"train.steps = {self.steps} must be >= 0")
@@ -238,6 +246,7 @@ class TrainConfig:
         _in_range("train.weight_decay", self.weight_decay, 0, None)
         _in_range("train.ema_decay", self.ema_decay, 0, 1, high_open=True)
         _in_range("train.grad_clip", self.grad_clip, 0, None, low_open=True)
+        _in_range("train.class_dropout", self.class_dropout, 0, 1, high_open=True)
         require(0 <= self.seed < 2 ** 63, f"train.seed = {self.seed} must lie in [0, 2**63)")
         require(self.log_every >= 1, f"train.log_every = {self.log_every} must be >= 1")
         require(self.sample_every >= 0, f"train.sample_every = {self.sample_every} must be >= 0 (0 = never)")
@@ -262,6 +271,8 @@ class Config:
             require(m.cond_channels > 0, "an sr model needs model.cond_channels = 3 (the upsampled LR image)")
         require(d.crop_size % m.size_multiple == 0, f"data.crop_size {d.crop_size} must be divisible by "
                 f"{m.size_multiple} (the U-Net halves the size {len(m.channel_mult) - 1} times)")
+        require(self.train.class_dropout == 0 or m.null_class,
+                "train.class_dropout > 0 needs model.null_class = true (the embedding of the dropped label)")
 
     # ------------------------------------------------------------------ JSON
     def to_dict(self) -> dict:
@@ -308,6 +319,10 @@ class SamplingConfig:
     """per-image: run the network one image at a time, so image k is bit-identical whatever the batch
     size; batched: one forward pass per batch (fast on GPUs, last-bit differences between batch sizes);
     auto = per-image on the CPU, batched on CUDA."""
+    guidance: float = 0.0
+    """Classifier-free guidance weight w >= 0 (Ho & Salimans 2022, Eq. 6): each estimate becomes
+    (1 + w) D(x | class) - w D(x | no class), two network evaluations per step; 0 = plain conditional
+    sampling.  Only for class-conditional models trained with train.class_dropout > 0."""
 
     def __post_init__(self):
         require(self.steps >= 1, f"steps = {self.steps} must be >= 1")
@@ -315,6 +330,7 @@ class SamplingConfig:
         require(self.eta == 0 or self.sampler == "ddim",
                 f"eta = {self.eta:g} applies to the ddim sampler only (ddpm's noise is fixed, dpmpp is deterministic)")
         _in_range("temperature", self.temperature, 0, 1)
+        _in_range("guidance", self.guidance, 0, None)
         require(self.overlap >= 1, f"overlap = {self.overlap} must be >= 1")
         require(self.tile == 0 or self.tile >= 2 * self.overlap,
                 f"tile = {self.tile} must be 0 (whole image) or at least twice the overlap ({2 * self.overlap})")

@@ -55,6 +55,10 @@ class Conditioning:
     def with_lr(self, lr_upsampled: torch.Tensor) -> "Conditioning":
         return replace(self, lr_upsampled=lr_upsampled)
 
+    def without_class(self, null_class: int) -> "Conditioning":
+        """The same conditioning with every label replaced by the "no class" index."""
+        return replace(self, class_label=torch.full_like(self.class_label, null_class))
+
 
 def _bcast(gamma: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return gamma.to(x.dtype).reshape(-1, *([1] * (x.dim() - 1)))
@@ -180,13 +184,19 @@ class Denoiser:
         fills the cores.  True: one forward pass per batch (GPUs).
     on_evaluation: called with no argument once per network evaluation (one call of
         this denoiser, whatever the batch size), e.g. a progress bar's tick.
+    guidance: classifier-free guidance weight w >= 0 (SamplingConfig.guidance); 0 = off.
+    null_class: the "no class" label index (model.num_classes) the unconditional estimate uses.
     """
 
     def __init__(self, model: torch.nn.Module, config: DiffusionConfig, cond: Conditioning, *,
                  bf16: bool = False, clip: bool = True, batched: bool = False,
-                 on_evaluation: Callable[[], None] | None = None):
+                 on_evaluation: Callable[[], None] | None = None, guidance: float = 0.0,
+                 null_class: int | None = None):
         self.model, self.config, self.cond, self.bf16, self.clip = model, config, cond, bf16, clip
         self.batched, self.on_evaluation = batched, on_evaluation
+        self.guidance, self.null_class = guidance, null_class
+        if guidance and (null_class is None or cond.class_label is None):
+            raise ValueError("classifier-free guidance needs class labels and the null class index")
         self.parameterization = PARAMETERIZATIONS[config.prediction]
 
     def crop(self, window: tuple[slice, ...]) -> "Denoiser":
@@ -194,7 +204,7 @@ class Denoiser:
         lr = self.cond.lr_upsampled
         cond = self.cond if lr is None else self.cond.with_lr(lr[window])
         return type(self)(self.model, self.config, cond, bf16=self.bf16, clip=self.clip, batched=self.batched,
-                          on_evaluation=self.on_evaluation)
+                          on_evaluation=self.on_evaluation, guidance=self.guidance, null_class=self.null_class)
 
     def noise_levels(self, gammas: torch.Tensor) -> torch.Tensor:
         """The levels a sampler should visit, given a schedule (all of them for diffusion)."""
@@ -204,16 +214,26 @@ class Denoiser:
         """A clean sample in diffusion space -> image in [-1, 1]."""
         return from_diffusion_space(x0, self.cond, self.config).clamp(-1, 1)
 
-    def network(self, x: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
-        """The raw network output for a batch, per image unless ``batched``."""
+    def network(self, x: torch.Tensor, gamma: torch.Tensor, cond: Conditioning | None = None) -> torch.Tensor:
+        """The raw network output for a batch (conditioning: the bound one unless given), per image
+        unless ``batched``."""
+        cond = self.cond if cond is None else cond
         if self.batched or x.shape[0] == 1:
-            return network_output(self.model, x, gamma, self.cond, self.bf16)
-        return torch.cat([network_output(self.model, x[k:k + 1], gamma[k:k + 1], self.cond.index(slice(k, k + 1)),
+            return network_output(self.model, x, gamma, cond, self.bf16)
+        return torch.cat([network_output(self.model, x[k:k + 1], gamma[k:k + 1], cond.index(slice(k, k + 1)),
                                          self.bf16) for k in range(x.shape[0])])
 
     def predict_x0(self, x: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
-        """Unclipped clean-signal estimate in diffusion space."""
-        return self.parameterization.x0(self.network(x, gamma), x, _bcast(gamma, x))
+        """Unclipped clean-signal estimate in diffusion space (classifier-free guided if ``guidance``)."""
+        g = _bcast(gamma, x)
+        x0 = self.parameterization.x0(self.network(x, gamma), x, g)
+        if self.guidance:
+            # Ho & Salimans 2022, Eq. 6: eps~ = (1 + w) eps(x, c) - w eps(x).  With x and gamma fixed, x0 is
+            # affine in eps (x0 = (x - sqrt(1 - gamma) eps) / sqrt(gamma)), so the same mix of x0 estimates
+            # is exactly the guided estimate, whatever the parameterisation.
+            unconditional = self.network(x, gamma, self.cond.without_class(self.null_class))
+            x0 = x0 + self.guidance * (x0 - self.parameterization.x0(unconditional, x, g))
+        return x0
 
     def __call__(self, x: torch.Tensor, gamma: torch.Tensor | float) -> torch.Tensor:
         gamma = torch.as_tensor(gamma, dtype=torch.float32, device=x.device).expand(x.shape[0])

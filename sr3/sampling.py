@@ -29,6 +29,13 @@ def check_tile(sampling: SamplingConfig, config: Config) -> None:
         raise UserError(f"--tile {sampling.tile} must be a multiple of {m} for this model (or 0 = whole image)")
 
 
+def check_guidance(sampling: SamplingConfig, config: Config, cond: Conditioning) -> None:
+    """Classifier-free guidance needs a class-conditional model that learnt the "no class" label."""
+    if sampling.guidance and not (config.model.null_class and cond.class_label is not None):
+        raise UserError(f"--guidance {sampling.guidance:g} needs a class-conditional model trained with class "
+                        "dropout (model.null_class, train.class_dropout > 0); use --guidance 0 for this model")
+
+
 def noise_levels(denoiser: Denoiser, sampling: SamplingConfig, stop_level: float = 0.0) -> torch.Tensor:
     """The gammas the sampler visits: the schedule, as the denoiser needs it, cut at ``stop_level``."""
     gammas = denoiser.noise_levels(inference_gammas(sampling.steps, sampling.inference_schedule, denoiser.config))
@@ -62,9 +69,10 @@ def sample(model: torch.nn.Module, config: Config, cond: Conditioning, shape: tu
     if len(seeds) != shape[0]:
         raise ValueError("need one seed per image")
     check_tile(sampling, config)
+    check_guidance(sampling, config, cond)
     cond = cond.to(device)
     denoiser = make_denoiser(model, config.diffusion, cond, bf16=bf16, batched=sampling.batched(device),
-                             on_evaluation=progress)
+                             on_evaluation=progress, guidance=sampling.guidance, null_class=config.model.num_classes)
     denoise = TiledDenoiser(denoiser, sampling.tile, sampling.overlap) if sampling.tile else denoiser
     gammas = noise_levels(denoiser, sampling, stop_level)
     noise = PerSampleNoise(seeds, sampling.temperature)

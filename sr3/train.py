@@ -60,18 +60,23 @@ def make_conditioning(batch, config: Config, generator: torch.Generator | None =
     """Split a batch into (hr target, conditioning) for the model being trained.
 
     SR stages get CDM's conditioning augmentation (sr3/augment.py) when
-    ``data.aug_noise_max`` or ``data.aug_blur_prob`` is set.  Its draws come from
+    ``data.aug_noise_max`` or ``data.aug_blur_prob`` is set, and class labels are dropped
+    with probability ``train.class_dropout``.  Their draws come from
     ``generator``; by default one is seeded from torch's global RNG, which the
     training loop reseeds from (seed, step, rank) before every batch.
     """
+    if generator is None and (config.data.task == "sr" or config.train.class_dropout > 0):
+        generator = torch.Generator().manual_seed(int(torch.randint(2**62, (1,))))
+    labels = batch.label
+    if config.train.class_dropout > 0:  # classifier-free guidance training (Ho & Salimans 2022, Alg. 1)
+        drop = torch.rand(labels.shape, generator=generator) < config.train.class_dropout
+        labels = labels.masked_fill(drop.to(labels.device), config.model.num_classes)
     if config.data.task == "sr":
         lr, _ = make_sr_pair(batch, config.data.scale)
-        if generator is None:
-            generator = torch.Generator().manual_seed(int(torch.randint(2**62, (1,))))
         lr_up, levels = augment_for_training(lr, config.data.scale, config.data, generator)
         aug_level = levels if config.model.aug_level_conditioning else None
-        return batch.hr, Conditioning(lr_upsampled=lr_up, class_label=batch.label, aug_level=aug_level)
-    return batch.hr, Conditioning(class_label=batch.label)
+        return batch.hr, Conditioning(lr_upsampled=lr_up, class_label=labels, aug_level=aug_level)
+    return batch.hr, Conditioning(class_label=labels)
 
 
 class Distributed:

@@ -110,7 +110,8 @@ class UNet(nn.Module):
         emb_dim = 4 * ch
         self.emb_dim = emb_dim
         self.noise_mlp = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
-        self.class_emb = nn.Embedding(c.num_classes, emb_dim) if c.num_classes > 0 else None
+        # one more row for the "no class" label of classifier-free guidance (index num_classes)
+        self.class_emb = nn.Embedding(c.num_classes + c.null_class, emb_dim) if c.num_classes > 0 else None
         self.aug_mlp = (nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
                         if c.aug_level_conditioning else None)
 
@@ -169,7 +170,7 @@ class UNet(nn.Module):
 
         x_noisy: [B, image_channels, H, W]; sqrt_gamma: [B] noise level in (0, 1];
         lr_upsampled: [B, cond_channels, H, W] or None; class_label: [B] int64 in
-        [0, num_classes); aug_level: [B] in [0, 1] (CDM conditioning augmentation).
+        [0, num_classes) (num_classes = no class, with model.null_class); aug_level: [B] in [0, 1] (CDM conditioning augmentation).
         """
         c = self.config
         emb = self.noise_mlp(sinusoidal_embedding(sqrt_gamma, c.base_channels))

@@ -44,6 +44,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing sr3
 
+from sr3.atomic import write_json
 from sr3.checkpoint import load_model_dir
 from sr3.data import Batch, make_sr_pair
 from sr3.config import SamplingConfig
@@ -301,6 +302,7 @@ def main(argv=None) -> int:
     out = args.out or RESULTS / ("gpu_check_smoke.json" if args.smoke else "gpu_check.json")
     report = {"device": device_description(device), "torch": torch.__version__, "smoke": args.smoke,
               "command": "python benchmarks/gpu_check.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+    out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="sr3_gpu_check_") as tmp:
         work = Path(tmp)
@@ -316,12 +318,13 @@ def main(argv=None) -> int:
             report[name] = run()
             report[name]["phase_s"] = round(time.perf_counter() - t, 2)
             print(json.dumps({name: report[name]}), flush=True)
+            # after every phase, so a run stopped by an outer time limit keeps what it measured
+            write_json(out, {**report, "train": {k: v for k, v in report["train"].items() if k != "model_dir"}})
             if device.type == "cuda":
                 torch.cuda.empty_cache()
         report["train"].pop("model_dir", None)
     report["total_s"] = round(time.perf_counter() - t0, 2)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(out, report)
     print(json.dumps(report, indent=2))
     return 0
 

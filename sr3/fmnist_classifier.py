@@ -63,11 +63,12 @@ class FashionCNN(nn.Module):
 
 
 def train_classifier(images: torch.Tensor, labels: torch.Tensor, *, epochs: int = 2, batch_size: int = 128,
-                     lr: float = 2e-3, seed: int = 0) -> FashionCNN:
-    """Train a FashionCNN on images [N, C, H, W] in [-1, 1] with labels [N] (Adam, seeded order)."""
+                     lr: float = 2e-3, seed: int = 0, device: str | torch.device = "cpu") -> FashionCNN:
+    """Train a FashionCNN on images [N, C, H, W] in [-1, 1] with labels [N] (Adam, seeded order), on ``device``."""
     torch.manual_seed(seed)
-    model = FashionCNN(int(labels.max()) + 1)
-    return fit_classifier(model, images, labels, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+    model = FashionCNN(int(labels.max()) + 1).to(device)
+    return fit_classifier(model, images, labels, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                          device=device)
 
 
 def save_classifier(model: FashionCNN, path: str | Path, info: dict | None = None) -> Path:

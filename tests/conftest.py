@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gzip
 
 import numpy as np
 import pytest
@@ -17,6 +18,13 @@ from sr3.train import train
 # The test models are tiny: one thread avoids thread start-up and spin costs that made
 # small ops 40-300x slower with 2 threads on a busy 2-core machine.
 torch.set_num_threads(1)
+
+
+def write_idx(path, array: np.ndarray) -> None:
+    """Write a uint8 array as a gzipped IDX file (the MNIST / Fashion-MNIST format)."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
 
 
 def make_photo(rng: np.random.Generator, width: int, height: int) -> Image.Image:

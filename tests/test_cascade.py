@@ -4,7 +4,6 @@ Everything runs on tiny random or 2-step-trained stages and a fake IDX dataset
 written to tmp_path; nothing reads ../shared/data.
 """
 
-import gzip
 import json
 from dataclasses import replace
 
@@ -13,12 +12,13 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import write_idx
 from sr3 import cascade as cascade_mod
 from sr3.augment import augment_for_training, gaussian_blur, noise_augment, truncated_gammas
 from sr3.cascade import Cascade, CascadeConfig, StageSettings, stage_seeds, write_cascade
 from sr3.checkpoint import save_model_dir
 from sr3.cli import main
-from sr3.config import Config, DataConfig, DiffusionConfig, SamplingConfig, TrainConfig, UNetConfig
+from sr3.config import Config, DataConfig, DiffusionConfig, SamplingConfig, UNetConfig
 from sr3.degradation import downsample, upsample
 from sr3.diffusion import Conditioning, Denoiser, add_noise
 from sr3.errors import UserError
@@ -69,20 +69,13 @@ def cascade_dir(tmp_path_factory):
     return root
 
 
-def _write_idx(path, array: np.ndarray):
-    code = {np.dtype(np.uint8): 0x08}[array.dtype]
-    header = bytes([0, 0, code, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + array.tobytes())
-
-
 @pytest.fixture(scope="module")
 def idx_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("fake-mnist")
     rng = np.random.default_rng(0)
     for prefix, n in (("train", 24), ("t10k", 8)):
-        _write_idx(root / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
-        _write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", (np.arange(n) % CLASSES).astype(np.uint8))
+        write_idx(root / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+        write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", (np.arange(n) % CLASSES).astype(np.uint8))
     return root
 
 

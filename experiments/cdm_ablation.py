@@ -1,0 +1,352 @@
+"""CDM on Fashion-MNIST in one command: the conditioning-augmentation ablation (CDM, Ho et al.
+2021, Sec. 4.1-4.3), classifier-free guidance (Ho & Salimans 2022) and base-only vs cascade.
+
+    python experiments/cdm_ablation.py --data ../shared/data/fashion-mnist --out runs/cdm   # GPU: minutes
+    python experiments/cdm_ablation.py --smoke --data DIR --out DIR                         # CPU: tiny (a test)
+
+1. **Train** with ``sr3 train`` (one process per run, all at once on the one device): the
+   class-conditional 16x16 base ``fmnist-base16`` (10% class dropout, so it also learns the
+   unconditional model guidance needs), the 32x32 base ``fmnist-base32`` (base-only
+   comparison), and the 16 -> 32 SR stage in three arms x ``--seeds`` training seeds:
+   ``fmnist-sr16-32`` (no augmentation), ``-noise`` (Gaussian noise, level s ~ U[0, 0.6]
+   embedded: amortised, CDM Sec. 4.3) and ``-blur``.  At ``--train-deadline-s`` the runs
+   still going are stopped and finalised at their last checkpoint with ``sr3 train
+   --resume --steps K`` (every SR arm at the same K, so the arms stay comparable).
+2. **Measure** every row with the same ``--samples`` class-balanced labels and sampling
+   seeds: FD and KID in the feature space of the project's Fashion-MNIST classifier
+   (sr3/fmnist_classifier.py, trained here on real training images; NOT Inception, so
+   not FID) against the 10,000 real test images, and CAS (a fresh classifier trained on
+   the samples, tested on the real test set) beside the same classifier trained on as
+   many real images.  Rows: each arm at s = 0; the noise arm at several s, non-truncated
+   (CDM Eq. 5) and truncated (Eq. 4); the 16x16 base with guidance weights w; the 32x32
+   base alone; real training images (the floor).  Means and 95% t-intervals over seeds.
+3. **Write** to --out: ``cdm_ablation.json`` (everything, with loss curves), the samples
+   of the first seed as uint8 (``samples.safetensors``, for Inception FD and grids made
+   elsewhere) and the weights (fp16) in a few tar files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing sr3
+
+from sr3.cascade import Cascade, CascadeConfig, StageSettings  # noqa: E402
+from sr3.checkpoint import load_model_dir, save_model_dir  # noqa: E402
+from sr3.commands import train as train_command_module  # noqa: E402
+from sr3.config import SamplingConfig  # noqa: E402
+from sr3.diffusion import Conditioning  # noqa: E402
+from sr3.errors import UserError  # noqa: E402
+from sr3.fmnist_classifier import ClassifierExtractor, FashionCNN, save_classifier, train_classifier  # noqa: E402
+from sr3.labelled_data import LabelledDataset  # noqa: E402
+from sr3.metrics import (classification_accuracy, classification_accuracy_score, distribution_scores,  # noqa: E402
+                         extract_features)
+from sr3.sampling import sample  # noqa: E402
+
+ARMS = {"none": "fmnist-sr16-32", "noise": "fmnist-sr16-32-noise", "blur": "fmnist-sr16-32-blur"}
+LEVELS = (0.1, 0.2, 0.3, 0.5)  # sampling-time levels s of the noise arm (trained on s ~ U[0, 0.6])
+GUIDANCE = (0.0, 0.5, 1.0, 2.0, 4.0)
+GUIDED_SR = ("noise", 0.2, False)  # the SR stage behind the guidance rows, chosen before any result
+T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571}  # Student t quantiles for 95% intervals
+
+# --smoke: the same code path with tiny models and counts (CPU, seconds)
+SMOKE_TRAIN = ["--steps", "4", "--train.batch-size", "8", "--train.checkpoint-every", "2", "--train.bf16", "false",
+               "--model.base-channels", "8", "--model.groupnorm-groups", "4"]
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", type=Path, required=True, help="Fashion-MNIST IDX folder")
+    p.add_argument("--out", type=Path, required=True, help="results folder (JSON, samples, weight tars)")
+    p.add_argument("--work", type=Path, help="training runs folder (default: OUT/runs)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--seeds", type=int, default=3, help="training seeds per SR arm (>= 2 for intervals)")
+    p.add_argument("--samples", type=int, default=5000, help="generated images per row (class-balanced)")
+    p.add_argument("--base-steps", type=int, default=50, help="DDIM steps of the base stages")
+    p.add_argument("--sr-steps", type=int, default=20, help="DDIM steps of the SR stage")
+    p.add_argument("--train-deadline-s", type=float, default=200.0, help="stop training after this many seconds")
+    p.add_argument("--deadline-s", type=float, default=330.0, help="skip rows that would start after this")
+    p.add_argument("--keep-samples", type=int, default=500, help="samples per row (first seed) written out")
+    p.add_argument("--smoke", action="store_true", help="tiny models and counts, for the CPU test")
+    return p.parse_args(argv)
+
+
+# ------------------------------------------------------------------ 1. training
+def training_runs(seeds: int) -> dict[str, tuple[str, int]]:
+    """run name -> (preset, training seed)."""
+    runs = {"base16": ("fmnist-base16", 0), "base32": ("fmnist-base32", 0)}
+    runs.update({f"sr-{arm}-s{seed}": (preset, seed) for arm, preset in ARMS.items() for seed in range(seeds)})
+    return runs
+
+
+def train_command(preset: str, seed: int, args, run_dir: Path, extra=()) -> list[str]:
+    """``sr3 train`` with these flags, run through :func:`sr3_train` (so the GPU machine needs none of
+    the web packages the whole ``sr3`` CLI imports)."""
+    return [sys.executable, str(Path(__file__).resolve()), "--sr3-train", "--preset", preset, "--data", str(args.data),
+            "--out", str(run_dir), "--train.seed", str(seed), "--device", args.device, "--no-progress",
+            *(SMOKE_TRAIN if args.smoke else []), *extra]
+
+
+def sr3_train(argv: list[str]) -> int:
+    """Exactly ``sr3 train ARGV`` (the command's own parser and run function)."""
+    parser = argparse.ArgumentParser(prog="sr3")
+    train_command_module.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["train", *argv])
+    try:
+        return args.func(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def checkpoint_step(run_dir: Path) -> int:
+    state = run_dir / "checkpoint" / "state.json"
+    return json.loads(state.read_text())["step"] if state.exists() else 0
+
+
+def train_all(args, runs_dir: Path, t0: float) -> dict:
+    """Start every run at once, stop the unfinished ones at the deadline, finalise them at a
+    common checkpoint step per group; returns per-run facts (steps, seconds, loss curve)."""
+    runs = training_runs(args.seeds)
+    env = {**os.environ, "OMP_NUM_THREADS": "1" if args.device.startswith("cuda") else "2", "PYTHONUNBUFFERED": "1"}
+    procs = {}
+    for name, (preset, seed) in runs.items():
+        log = open(runs_dir / f"{name}.log", "w")
+        procs[name] = subprocess.Popen(train_command(preset, seed, args, runs_dir / name), stdout=log,
+                                       stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    while any(p.poll() is None for p in procs.values()) and time.perf_counter() - t0 < args.train_deadline_s:
+        time.sleep(1.0)
+    stopped = [n for n, p in procs.items() if p.poll() is None]
+    for name in stopped:
+        os.killpg(procs[name].pid, signal.SIGTERM)
+    for name in stopped:
+        procs[name].wait()
+    failed = [n for n, p in procs.items() if n not in stopped and p.returncode != 0]
+    if failed:
+        tail = (runs_dir / f"{failed[0]}.log").read_text()[-2000:]
+        raise SystemExit(f"training failed: {failed}\n{tail}")
+    # Finalise stopped runs at their last checkpoint; the SR arms all at the same step.
+    groups = {"base16": ["base16"], "base32": ["base32"], "sr": [n for n in runs if n.startswith("sr-")]}
+    finals = []
+    for group in groups.values():
+        unfinished = [n for n in group if n in stopped]
+        if not unfinished:
+            continue
+        k = min((checkpoint_step(runs_dir / n) for n in unfinished if checkpoint_step(runs_dir / n)), default=0)
+        for name in unfinished:
+            if checkpoint_step(runs_dir / name) == 0:
+                print(f"{name}: stopped before its first checkpoint; left out", flush=True)
+                continue
+            preset, seed = runs[name]
+            finals.append(subprocess.Popen(train_command(preset, seed, args, runs_dir / name,
+                                                         ["--resume", "--steps", str(k)]),
+                                           stdout=open(runs_dir / f"{name}.final.log", "w"), stderr=subprocess.STDOUT,
+                                           env=env))
+    for p in finals:
+        p.wait()
+    facts = {}
+    for name in runs:
+        model = runs_dir / name / "model"
+        if not (model / "config.json").exists():
+            continue
+        curve = [json.loads(line) for line in (runs_dir / name / "log.jsonl").read_text().splitlines() if line]
+        cfg = json.loads((model / "config.json").read_text())
+        facts[name] = {"preset": runs[name][0], "seed": runs[name][1], "steps": cfg["train"]["steps"],
+                       "batch": cfg["train"]["batch_size"], "stopped_at_deadline": name in stopped,
+                       "train_seconds": curve[-1]["elapsed_s"] if curve else None,
+                       "images_per_s": curve[-1]["images_per_s"] if curve else None,
+                       "loss_curve": [(e["step"], round(e["loss"], 5)) for e in curve]}
+    return facts
+
+
+# ------------------------------------------------------------------ 2. measuring
+class Judge:
+    """FD/KID with the project's Fashion-MNIST classifier and CAS, against the real test set."""
+
+    def __init__(self, args, train32: LabelledDataset, test32: LabelledDataset, device):
+        self.device, self.smoke = device, args.smoke
+        n_clf = min(512, len(train32)) if args.smoke else len(train32)
+        idx = torch.randperm(len(train32), generator=torch.Generator().manual_seed(0))[:n_clf]
+        self.classifier = train_classifier(train32.images_at(idx), train32.labels[idx], epochs=5 if args.smoke else 3,
+                                           seed=0, device=device)
+        n_test = min(256, len(test32)) if args.smoke else len(test32)
+        self.test_x = test32.images_at(torch.arange(n_test)).to(device)
+        self.test_y = test32.labels[:n_test]
+        self.classifier_top1 = classification_accuracy(self.classifier, self.test_x, self.test_y.to(device),
+                                                       topk=(1,))["top1"]
+        self.extractor = ClassifierExtractor(self.classifier)
+        self.real_features, _ = self.features(self.test_x)
+
+    def features(self, images: torch.Tensor):
+        feats, logits = extract_features(self.extractor, [b.to(self.device).add(1).div(2) for b in images.split(1000)])
+        return feats.cpu(), logits.cpu()
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> dict:
+        feats, logits = self.features(images)
+        sc = distribution_scores(self.real_features, feats, extractor=self.extractor.name, fake_logits=logits,
+                                 kid_subset_size=1000, kid_subsets=50)
+        cas = classification_accuracy_score(FashionCNN, images.to(self.device), labels, self.test_x, self.test_y,
+                                            epochs=1 if self.smoke else 10, batch_size=128, seed=0,
+                                            device=self.device, topk=(1,))
+        return {"fd": sc.fid, "kid": sc.kid_mean, "is": sc.is_mean, "cas_top1": cas["top1"], "n": len(images)}
+
+
+def interval(values: list[float]) -> dict:
+    """Mean and 95% t-interval half-width over training seeds."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return {"mean": mean, "ci95": None, "n": n, "values": values}
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    return {"mean": mean, "ci95": T_975.get(n - 1, 1.96) * sd / math.sqrt(n), "sd": sd, "n": n, "values": values}
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.smoke:
+        args.samples, args.base_steps, args.sr_steps, args.keep_samples = 40, 3, 2, 10
+    t0 = time.perf_counter()
+    device = torch.device(args.device)
+    out, runs_dir = args.out, args.work or args.out / "runs"
+    out.mkdir(parents=True, exist_ok=True)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    report = {"command": "python experiments/cdm_ablation.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+              "torch": torch.__version__, "samples_per_row": args.samples, "base_steps": args.base_steps,
+              "sr_steps": args.sr_steps, "sampler": "ddim (eta 0), logsnr schedule"}
+
+    def save_report():
+        (out / "cdm_ablation.json").write_text(json.dumps(report, indent=1) + "\n")
+        print(f"[{time.perf_counter() - t0:.0f}s] report written", flush=True)
+
+    report["training"] = train_all(args, runs_dir, t0)
+    report["train_wall_s"] = round(time.perf_counter() - t0, 1)
+    save_report()
+
+    train32 = LabelledDataset(args.data, 32, split="train")
+    test32 = LabelledDataset(args.data, 32, split="test")
+    judge = Judge(args, train32, test32, device)
+    report["feature_network"] = judge.extractor.name
+    report["feature_classifier_test_top1"] = judge.classifier_top1
+    save_classifier(judge.classifier.cpu(), runs_dir / "classifier", {"test_top1": judge.classifier_top1})
+    judge.classifier.to(device)
+
+    n_classes = train32.num_classes
+    labels = torch.arange(n_classes).repeat_interleave(-(-args.samples // n_classes))[:args.samples]
+    seeds = list(range(args.samples))  # the same seeds in every row: rows differ only in what is compared
+    rows, kept = {}, {"labels": labels.to(torch.uint8)}
+
+    def record(name: str, images: torch.Tensor, t: float, **facts):
+        rows[name] = {**judge(images, labels), **facts, "seconds": round(time.perf_counter() - t, 2)}
+        if name not in kept:
+            kept[name] = ((images[:args.keep_samples] + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+        print(f"[{time.perf_counter() - t0:.0f}s] {name}: fd {rows[name]['fd']:.2f} cas {rows[name]['cas_top1']:.3f}",
+              flush=True)
+
+    # references: real training images (same count and labels) = the floor of FD, the CAS ceiling at this count
+    t = time.perf_counter()
+    per_class = [torch.nonzero(train32.labels == c)[:, 0] for c in range(n_classes)]
+    real_idx = torch.cat([per_class[c][:int((labels == c).sum())] for c in range(n_classes)])
+    record("real-train-images", train32.images_at(real_idx), t)
+
+    sampling = {"network_batching": "batched"}
+    trained = report["training"]
+
+    def cascade(sr_run: str, level: float, truncated: bool, guidance: float = 0.0) -> Cascade:
+        config = CascadeConfig(stages=(
+            StageSettings("base16", sampling=SamplingConfig(steps=args.base_steps, guidance=guidance, **sampling)),
+            StageSettings(sr_run, sampling=SamplingConfig(steps=args.sr_steps, **sampling), scale=2,
+                          aug_level=level, truncated=truncated)))
+        return Cascade(runs_dir, config, device=device, bf16=device.type == "cuda")
+
+    # the plan: (row name, arm, level, truncated); every arm at s = 0 first, then the noise arm's levels
+    plan = [(f"{arm}-s0", arm, 0.0, False) for arm in ARMS]
+    plan += [(f"noise-s{s:g}-{'trunc' if tr else 'nontrunc'}", "noise", s, tr) for tr in (False, True) for s in LEVELS]
+    base_full = None
+    ablation = {}
+    for name, arm, level, truncated in plan:
+        for seed in range(args.seeds):
+            if time.perf_counter() - t0 > args.deadline_s:
+                break
+            run = f"sr-{arm}-s{seed}"
+            if run not in trained or "base16" not in trained:
+                continue
+            t = time.perf_counter()
+            c = cascade(run, level, truncated)
+            outs = c.generate(labels, seeds, base_images=None if truncated else base_full)
+            if not truncated:
+                base_full = outs[0]
+            record(f"{name}/seed{seed}", outs[-1], t, arm=arm, level=level, truncated=truncated, train_seed=seed)
+        values = [rows[k] for k in rows if k.startswith(name + "/")]
+        if values:
+            ablation[name] = {"arm": arm, "level": level, "truncated": truncated,
+                              **{m: interval([v[m] for v in values]) for m in ("fd", "kid", "cas_top1")}}
+        report.update(rows=rows, ablation=ablation)
+        save_report()
+    if base_full is not None:
+        t = time.perf_counter()
+        record("base16-only", base_full, t)  # the base's own 16x16 samples (the classifier resizes to 32)
+
+    # classifier-free guidance: the base at weight w, then the fixed SR stage chosen in advance
+    arm, level, truncated = GUIDED_SR
+    for w in GUIDANCE:
+        if time.perf_counter() - t0 > args.deadline_s or f"sr-{arm}-s0" not in trained:
+            break
+        t = time.perf_counter()
+        outs = cascade(f"sr-{arm}-s0", level, truncated, guidance=w).generate(labels, seeds)
+        record(f"guidance-w{w:g}", outs[-1], t, guidance=w, sr=f"sr-{arm}-s0 at s={level:g}")
+    save_report()
+
+    # base-only at 32x32 (the cascade's output size), same labels and seeds
+    if "base32" in trained and time.perf_counter() - t0 <= args.deadline_s:
+        t = time.perf_counter()
+        model, config = load_model_dir(runs_dir / "base32" / "model", device)
+        with torch.inference_mode():
+            images = sample(model, config, Conditioning(class_label=labels), (len(labels), 3, 32, 32),
+                            SamplingConfig(steps=args.base_steps, **sampling), seeds, device=device,
+                            bf16=device.type == "cuda").cpu()
+        record("base32-only", images, t)
+
+    report["total_s"] = round(time.perf_counter() - t0, 1)
+    save_report()
+    save_file({k: v.contiguous() for k, v in kept.items()}, str(out / "samples.safetensors"))
+    pack_weights(runs_dir, trained, out)
+    print(f"done in {time.perf_counter() - t0:.0f} s", flush=True)
+    return 0
+
+
+def pack_weights(runs_dir: Path, trained: dict, out: Path) -> None:
+    """fp16 model folders (config, weights, training card) + logs, a few tars of < 16 MB each."""
+    groups = {"weights-base.tar": ["base16", "classifier"], "weights-base32.tar": ["base32"],
+              **{f"weights-sr-{arm}.tar": [n for n in trained if n.startswith(f"sr-{arm}-")] for arm in ARMS}}
+    for tar_name, names in groups.items():
+        with tarfile.open(out / tar_name, "w") as tar:
+            for name in names:
+                if name == "classifier":
+                    tar.add(runs_dir / name, arcname=name)
+                    continue
+                if name not in trained:
+                    continue
+                model, config = load_model_dir(runs_dir / name / "model")
+                half = save_model_dir(runs_dir / f"{name}-fp16", model, config, dtype=torch.float16,
+                                      extra_files={"training.json": json.loads(
+                                          (runs_dir / name / "model" / "training.json").read_text())})
+                tar.add(half, arcname=name)
+                tar.add(runs_dir / name / "log.jsonl", arcname=f"{name}/log.jsonl")
+
+
+if __name__ == "__main__":
+    sys.exit(sr3_train(sys.argv[2:]) if sys.argv[1:2] == ["--sr3-train"] else main())

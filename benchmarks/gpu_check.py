@@ -45,7 +45,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing sr3
 
 from sr3.atomic import write_json
-from sr3.checkpoint import load_model_dir
+from sr3.checkpoint import load_model_dir, save_model_dir
 from sr3.data import Batch, make_sr_pair
 from sr3.config import SamplingConfig
 from sr3.diffusion import Conditioning, make_denoiser
@@ -88,7 +88,9 @@ def settings(smoke: bool) -> dict:
     if smoke:
         return {"preset": "tiny", "steps": 6, "warmup_steps": 2, "batch": 4, "ddp_steps": 2, "sample_images": 4,
                 "sample_steps": 3, "fid_samples": 16, "fid_steps": 2, "fid_batch": 8, "workers": 1}
-    return {"preset": "natural-64-256", "steps": 200, "warmup_steps": 50, "batch": 8, "ddp_steps": 60,
+    # Sized from the first H200 run (benchmarks/results/gpu_check*.json): ~70 s of start-up and cuDNN
+    # autotuning per training phase, 0.35 s per step, 0.69 s per sampling step of 64 images.
+    return {"preset": "natural-64-256", "steps": 100, "warmup_steps": 40, "batch": 8, "ddp_steps": 30,
             "sample_images": 64, "sample_steps": 100, "fid_samples": 1000, "fid_steps": 20, "fid_batch": 64,
             "workers": 4}
 
@@ -281,10 +283,13 @@ def main(argv=None) -> int:
     p.add_argument("--smoke", action="store_true", help="tiny preset and sizes, runs on the CPU in seconds")
     p.add_argument("--out", type=Path, help="JSON path (default: benchmarks/results/gpu_check[_smoke].json)")
     p.add_argument("--batch", type=int, help="training images per GPU (default 8; 4 with --smoke)")
-    p.add_argument("--steps", type=int, help="training steps (default 200; 6 with --smoke)")
+    p.add_argument("--steps", type=int, help="training steps (default 100; 6 with --smoke)")
     p.add_argument("--compile", action="store_true", help="torch.compile the U-Net for training (adds minutes)")
     p.add_argument("--fid-weights", help="torch-fidelity's Inception weights file for standard FID features")
     p.add_argument("--budget-s", type=float, default=450.0, help="skip the phases that start after this many s")
+    p.add_argument("--phases", default="train,ddp,sampling,fid",
+                   help="comma-separated phases to run, in this order (without train, sampling and fid use an "
+                        "untrained model of the preset: their timings hold, the FID value means nothing)")
     # internal: one process of the ddp phase
     p.add_argument("--ddp-worker", help=argparse.SUPPRESS)
     p.add_argument("--preset", help=argparse.SUPPRESS)
@@ -306,11 +311,27 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="sr3_gpu_check_") as tmp:
         work = Path(tmp)
-        phases = [("train", lambda: phase_train(s, device, work, args.compile)),
-                  ("ddp", lambda: phase_ddp(s, device, work, report["train"]["batch_per_gpu"], args.compile)),
-                  ("sampling", lambda: phase_sampling(s, device, report["train"]["model_dir"])),
-                  ("fid", lambda: phase_fid(s, device, report["train"]["model_dir"], args.fid_weights))]
-        for name, run in phases:
+        def model_dir() -> str:
+            if "train" in report:
+                return report["train"]["model_dir"]
+            report["untrained_model"] = "sampling and fid ran an untrained (randomly initialised) model"
+            if not (work / "untrained").exists():
+                config = PRESETS[s["preset"]]
+                torch.manual_seed(0)
+                save_model_dir(work / "untrained", UNet(config.model), config)
+            return str(work / "untrained")
+
+        phases = {"train": lambda: phase_train(s, device, work, args.compile),
+                  "ddp": lambda: phase_ddp(s, device, work, report.get("train", {}).get("batch_per_gpu", s["batch"]),
+                                           args.compile),
+                  "sampling": lambda: phase_sampling(s, device, model_dir()),
+                  "fid": lambda: phase_fid(s, device, model_dir(), args.fid_weights)}
+        chosen = args.phases.split(",")
+        unknown = set(chosen) - set(phases)
+        if unknown:
+            print(f"--phases: unknown {sorted(unknown)}; choose from {','.join(phases)}", file=sys.stderr)
+            return 2
+        for name, run in ((n, phases[n]) for n in chosen):
             if time.perf_counter() - t0 > args.budget_s:
                 report[name] = {"skipped": f"time budget of {args.budget_s:g} s spent"}
                 continue
@@ -319,10 +340,11 @@ def main(argv=None) -> int:
             report[name]["phase_s"] = round(time.perf_counter() - t, 2)
             print(json.dumps({name: report[name]}), flush=True)
             # after every phase, so a run stopped by an outer time limit keeps what it measured
-            write_json(out, {**report, "train": {k: v for k, v in report["train"].items() if k != "model_dir"}})
+            write_json(out, {k: ({n: x for n, x in v.items() if n != "model_dir"} if k == "train" else v)
+                             for k, v in report.items()})
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-        report["train"].pop("model_dir", None)
+        report.get("train", {}).pop("model_dir", None)
     report["total_s"] = round(time.perf_counter() - t0, 2)
     write_json(out, report)
     print(json.dumps(report, indent=2))

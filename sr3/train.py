@@ -139,6 +139,9 @@ def train(config: Config, dataset, out: Path, resume: bool = False, device: torc
     start = 0
     if resume:
         start = load_training_checkpoint(out, model, ema, optimizer)
+        if start > tc.steps:  # the weights of step `start` must never be saved as a `tc.steps`-step model
+            raise UserError(f"{out / 'checkpoint'}: is at step {start}, past --steps {tc.steps}; a checkpoint cannot "
+                            f"be rolled back: resume with --steps {start} or more")
     elif world.is_main and (out / "checkpoint").exists():
         raise UserError(f"{out}: already holds a training run; pass --resume to continue it or choose another --out")
     ddp = world.wrap(model, device)

@@ -35,7 +35,7 @@ def test_smoke_run_trains_measures_and_packs(tmp_path):
     report = json.loads((out / "cdm_ablation.json").read_text())
     assert set(report["training"]) == {"base16", "base32", *(f"sr-{a}-s{s}" for a in ("none", "noise", "blur")
                                                              for s in (0, 1))}
-    assert all(run["steps"] == 4 for run in report["training"].values())
+    assert all(run["steps"] == 4 for run in report["training"].values()) and report["sr_runs_comparable"]
     rows = report["rows"]
     assert rows["real-train-images"]["n"] == 40
     # each ablation row has one result per training seed and an interval over them
@@ -46,6 +46,6 @@ def test_smoke_run_trains_measures_and_packs(tmp_path):
     # guidance w = 0 through the cascade is the unguided noise arm at s = 0.2 with seed 0 (whether guidance
     # changes samples is tested in test_guidance.py: 4 tiny steps leave the class embedding unused)
     assert torch.equal(samples["guidance-w0"], samples["noise-s0.2-nontrunc/seed0"])
-    assert samples["none-s0/seed0"].shape == (10, 3, 32, 32) and samples["base16-only"].shape == (10, 3, 16, 16)
+    assert samples["none-s0/seed0"].shape == (10, 32, 32) and samples["base16-only"].shape == (10, 16, 16)
     with tarfile.open(out / "weights-sr-noise.tar") as tar:
         assert {"sr-noise-s0/model.safetensors", "sr-noise-s1/log.jsonl"} <= set(tar.getnames())

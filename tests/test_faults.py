@@ -401,6 +401,20 @@ def test_tampered_checkpoints_are_one_line_errors(checkpointed_run, image_folder
     (ckpt / "state.json").write_bytes(good_state)
 
 
+def test_resume_refuses_fewer_steps_than_the_checkpoint(checkpointed_run, image_folder, capsys):
+    """A checkpoint cannot be rolled back: --resume --steps 5 on a step-8 checkpoint must not save the
+    step-8 weights as a 5-step model (the CDM ablation once compared arms mislabelled that way)."""
+    model = checkpointed_run / "model" / "model.safetensors"
+    before = model.read_bytes()
+    code, errors, _ = run([*TRAIN, "--data", str(image_folder), "--out", str(checkpointed_run), "--steps", "5",
+                           "--resume"], capsys)
+    assert code == 2 and len(errors) == 1 and "is at step 8, past --steps 5" in errors[0], errors
+    assert model.read_bytes() == before
+    code, _, _ = run([*TRAIN, "--data", str(image_folder), "--out", str(checkpointed_run), "--steps", "8",
+                      "--resume"], capsys)  # finalising at the checkpoint's own step still works
+    assert code == 0 and json.loads((checkpointed_run / "model" / "config.json").read_text())["train"]["steps"] == 8
+
+
 def test_disk_full_during_a_checkpoint_keeps_the_previous_one(checkpointed_run, image_folder, capsys, monkeypatch):
     real_write = sr3.checkpoint.atomic_write_bytes
 

@@ -26,6 +26,7 @@ from .external import ExternalOutputs, parse_spec
 from .imageio import pil_to_tensor, tensor_to_pil
 from .pipeline import DEFAULT_MODEL_DIR, DEFAULT_REGRESSION_DIR, WEIGHTS_DIR, SRPipeline, load
 from .raisr import RAISR, load_raisr
+from .sampling import check_guidance
 
 DEFAULT_CLASSIC_SCALE = 4
 DEFAULT_CASCADE_DIR = WEIGHTS_DIR / "cascade-16x"
@@ -178,6 +179,7 @@ def model_method(kind: str, objective: str, default_dir: Path) -> Callable[[Meth
                             f"this one was trained with {trained}")
         _check_scale(kind, options.scale, pipe.scale)
         sampling = pipe.settings(**options.sampling)
+        check_guidance(sampling, pipe.config, has_labels=False)  # before any image, not once per image
         return ModelUpscaler(kind, pipe, sampling)
     return build
 

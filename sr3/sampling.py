@@ -29,9 +29,9 @@ def check_tile(sampling: SamplingConfig, config: Config) -> None:
         raise UserError(f"--tile {sampling.tile} must be a multiple of {m} for this model (or 0 = whole image)")
 
 
-def check_guidance(sampling: SamplingConfig, config: Config, cond: Conditioning) -> None:
-    """Classifier-free guidance needs a class-conditional model that learnt the "no class" label."""
-    if sampling.guidance and not (config.model.null_class and cond.class_label is not None):
+def check_guidance(sampling: SamplingConfig, config: Config, has_labels: bool) -> None:
+    """Classifier-free guidance needs class labels and a model that learnt the "no class" label."""
+    if sampling.guidance and not (config.model.null_class and has_labels):
         raise UserError(f"--guidance {sampling.guidance:g} needs a class-conditional model trained with class "
                         "dropout (model.null_class, train.class_dropout > 0); use --guidance 0 for this model")
 
@@ -69,7 +69,7 @@ def sample(model: torch.nn.Module, config: Config, cond: Conditioning, shape: tu
     if len(seeds) != shape[0]:
         raise ValueError("need one seed per image")
     check_tile(sampling, config)
-    check_guidance(sampling, config, cond)
+    check_guidance(sampling, config, cond.class_label is not None)
     cond = cond.to(device)
     denoiser = make_denoiser(model, config.diffusion, cond, bf16=bf16, batched=sampling.batched(device),
                              on_evaluation=progress, guidance=sampling.guidance, null_class=config.model.num_classes)

@@ -111,3 +111,12 @@ def test_generate_guidance_zero_writes_the_unguided_images(guided_cascade, tmp_p
     # the unconditional SR stage is not guided: only the class-conditional base gets the weight
     cascade = load_cascade(guided_cascade, sampling_overrides={"guidance": 2.0})
     assert [st.settings.sampling.guidance for st in cascade.stages] == [2.0, 0.0]
+
+
+def test_upscale_refuses_guidance_before_any_image(tiny_model_dir, tmp_path, capsys):
+    Image.new("RGB", (16, 16), (90, 120, 150)).save(tmp_path / "a.png")
+    code = main(["upscale", str(tmp_path / "a.png"), "--model", str(tiny_model_dir), "--guidance", "1",
+                 "--out", str(tmp_path / "out"), "--no-progress"])
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("sr3: error")]
+    assert code == 2 and len(errors) == 1 and "needs a class-conditional model" in errors[0]
+    assert not (tmp_path / "out").exists()

@@ -17,7 +17,7 @@ from conftest import write_idx
 SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "cdm_ablation.py"
 
 
-def test_smoke_run_trains_measures_and_packs(tmp_path):
+def test_smoke_run_trains_measures_and_packs(tmp_path, capsys):
     data = tmp_path / "fashion-mnist"
     data.mkdir()
     rng = np.random.default_rng(0)
@@ -49,3 +49,10 @@ def test_smoke_run_trains_measures_and_packs(tmp_path):
     assert samples["none-s0/seed0"].shape == (10, 32, 32) and samples["base16-only"].shape == (10, 16, 16)
     with tarfile.open(out / "weights-sr-noise.tar") as tar:
         assert {"sr-noise-s0/model.safetensors", "sr-noise-s1/log.jsonl"} <= set(tar.getnames())
+    # the figures and table of the README come from the same files
+    plot = runpy.run_path(str(SCRIPT.with_name("plot_cdm_ablation.py")))["main"]
+    assert plot([str(out), "--img", str(tmp_path / "img")]) == 0
+    assert {"cdm-fd-vs-s.png", "cdm-guidance.png", "cdm-grid-none-s0-seed0.png"} <= {
+        p.name for p in (tmp_path / "img").iterdir()}
+    table = capsys.readouterr().out
+    assert "| noise-s0.2-trunc | " in table and "| real training images (40) | " in table

@@ -33,6 +33,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -53,6 +54,7 @@ from sr3.diffusion import Conditioning  # noqa: E402
 from sr3.errors import UserError  # noqa: E402
 from sr3.fmnist_classifier import ClassifierExtractor, FashionCNN, save_classifier, train_classifier  # noqa: E402
 from sr3.labelled_data import LabelledDataset  # noqa: E402
+from sr3.presets import PRESETS  # noqa: E402
 from sr3.metrics import (classification_accuracy, classification_accuracy_score, distribution_scores,  # noqa: E402
                          extract_features)
 from sr3.sampling import sample  # noqa: E402
@@ -79,7 +81,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--base-steps", type=int, default=50, help="DDIM steps of the base stages")
     p.add_argument("--sr-steps", type=int, default=20, help="DDIM steps of the SR stage")
     p.add_argument("--train-deadline-s", type=float, default=200.0, help="stop training after this many seconds")
-    p.add_argument("--parallel", type=int, default=3, help="training processes at a time (0 = all at once)")
+    p.add_argument("--parallel", type=int, default=3, help="training processes at a time (>= 1)")
+    p.add_argument("--calibrate-s", type=float, default=0.0,
+                   help="first measure steps/s for this many seconds, then size the runs to end by the deadline")
     p.add_argument("--base-train-steps", type=int, help="training steps of the base models (default: the preset's)")
     p.add_argument("--sr-train-steps", type=int, help="training steps of every SR run (default: the preset's)")
     p.add_argument("--deadline-s", type=float, default=330.0, help="skip rows that would start after this")
@@ -122,17 +126,77 @@ def checkpoint_step(run_dir: Path) -> int:
     return json.loads(state.read_text())["step"] if state.exists() else 0
 
 
-def train_all(args, runs_dir: Path, t0: float) -> dict:
-    """Run ``--parallel`` trainings at a time (0 = all at once), stop the unfinished ones at the
+def plan_steps(rates: dict[str, float], startup_s: float, budget_s: float, parallel: int, seeds: int,
+               sr_share: float, multiple: int, safety: float = 0.8) -> tuple[int, int]:
+    """(base steps, SR steps) that let every run finish within ``budget_s``.
+
+    rates: steps/s of ``base16``, ``sr`` and ``base32`` measured with ``parallel`` runs sharing
+    the device; startup_s: seconds from launching a run to its first step; sr_share: SR steps as a
+    fraction of base steps (the presets' ratio).  The runs fill ``parallel`` slots, so the slot
+    time of all runs, sum(steps / rate) plus a start-up each, must fit ``parallel * budget_s``;
+    ``safety`` leaves room for uneven queueing.  Steps are rounded down to ``multiple`` (the
+    checkpoint interval), at least one multiple.
+    """
+    runs = 2 + 3 * seeds
+    slot_time = safety * parallel * budget_s - runs * startup_s
+    per_base_step = 1 / rates["base16"] + 1 / rates["base32"] + 3 * seeds * sr_share / rates["sr"]
+    base = max(multiple, int(slot_time / per_base_step) // multiple * multiple)
+    return base, max(multiple, int(base * sr_share) // multiple * multiple)
+
+
+def calibrate(args, runs_dir: Path, env: dict) -> dict:
+    """Steps/s of base16, an SR run and base32 trained side by side for ``--calibrate-s`` seconds
+    (the way the real runs will share the device), and their start-up time; the runs are discarded."""
+    kinds = {"base16": "fmnist-base16", "sr": ARMS["noise"], "base32": "fmnist-base32"}
+    t = time.perf_counter()
+    procs = {kind: subprocess.Popen(train_command(preset, 0, args, runs_dir / f"calibrate-{kind}",
+                                                  ["--steps", "1000000", "--train.log-every", "10"]),
+                                    stdout=open(runs_dir / f"calibrate-{kind}.log", "w"), stderr=subprocess.STDOUT,
+                                    env=env, start_new_session=True) for kind, preset in kinds.items()}
+    time.sleep(args.calibrate_s)
+    wall = time.perf_counter() - t
+    for p in procs.values():
+        os.killpg(p.pid, signal.SIGTERM)
+        p.wait()
+    rates, startups = {}, []
+    for kind in kinds:
+        log = runs_dir / f"calibrate-{kind}" / "log.jsonl"
+        lines = [json.loads(line) for line in log.read_text().splitlines() if line] if log.exists() else []
+        if len(lines) < 2:
+            return {"error": f"{kind} logged {len(lines)} lines in {args.calibrate_s:g} s; calibrate longer"}
+        first, last = lines[0], lines[-1]  # rate between log lines: start-up and the first step excluded
+        rates[kind] = (last["step"] - first["step"]) / (last["elapsed_s"] - first["elapsed_s"])
+        startups.append(wall - last["elapsed_s"])
+        shutil.rmtree(runs_dir / f"calibrate-{kind}")
+    return {"steps_per_s": rates, "startup_s": max(startups), "seconds": round(time.perf_counter() - t, 1),
+            "parallel_during_calibration": len(kinds)}
+
+
+def train_all(args, runs_dir: Path, t0: float) -> tuple[dict, dict | None]:
+    """Run ``--parallel`` trainings at a time, stop the unfinished ones at the
     deadline, finalise them at their last checkpoint; returns per-run facts (steps,
-    seconds, loss curve).  Processes on one GPU time-slice it: on an H200, 11 at once ran ~4 steps/s
-    each (experiments/results/cdm_ablation_gpu_attempt1.json)."""
+    seconds, loss curve) and the calibration (None without ``--calibrate-s``).  Processes on one
+    GPU time-slice it: on an H200, 11 at once ran ~4 steps/s each
+    (experiments/results/cdm_ablation_gpu_attempt1.json)."""
     runs = training_runs(args.seeds)
-    env = {**os.environ, "OMP_NUM_THREADS": "1" if args.device.startswith("cuda") else "2", "PYTHONUNBUFFERED": "1"}
+    # one thread each: several runs share the machine, and oversubscribed OpenMP threads spin-wait
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    calibration = None
+    if args.calibrate_s > 0 and not (args.base_train_steps and args.sr_train_steps):
+        calibration = calibrate(args, runs_dir, env)
+        print(f"calibration: {calibration}", flush=True)
+        if "error" not in calibration:
+            share = PRESETS[ARMS["none"]].train.steps / PRESETS["fmnist-base16"].train.steps
+            budget = args.train_deadline_s - (time.perf_counter() - t0)
+            base, sr = plan_steps(calibration["steps_per_s"], calibration["startup_s"], budget, args.parallel,
+                                  args.seeds, share, 2 if args.smoke else PRESETS["fmnist-base16"].train.checkpoint_every)
+            args.base_train_steps = args.base_train_steps or base
+            args.sr_train_steps = args.sr_train_steps or sr
+            calibration["planned"] = {"base_steps": args.base_train_steps, "sr_steps": args.sr_train_steps}
     queue, procs = list(runs), {}
     while time.perf_counter() - t0 < args.train_deadline_s:
         running = [n for n, p in procs.items() if p.poll() is None]
-        while queue and (args.parallel == 0 or len(running) < args.parallel):
+        while queue and len(running) < args.parallel:
             name = queue.pop(0)
             preset, seed = runs[name]
             steps = args.base_train_steps if name.startswith("base") else args.sr_train_steps
@@ -181,7 +245,7 @@ def train_all(args, runs_dir: Path, t0: float) -> dict:
                        "train_seconds": curve[-1]["elapsed_s"] if curve else None,
                        "images_per_s": curve[-1]["images_per_s"] if curve else None,
                        "loss_curve": [(e["step"], round(e["loss"], 5)) for e in curve]}
-    return facts
+    return facts, calibration
 
 
 # ------------------------------------------------------------------ 2. measuring
@@ -244,7 +308,7 @@ def main(argv=None) -> int:
         (out / "cdm_ablation.json").write_text(json.dumps(report, indent=1) + "\n")
         print(f"[{time.perf_counter() - t0:.0f}s] report written", flush=True)
 
-    report["training"] = train_all(args, runs_dir, t0)
+    report["training"], report["calibration"] = train_all(args, runs_dir, t0)
     report["train_wall_s"] = round(time.perf_counter() - t0, 1)
     sr_steps = {name: run["steps"] for name, run in report["training"].items() if name.startswith("sr-")}
     report["sr_runs_comparable"] = len(set(sr_steps.values())) == 1 and len(sr_steps) == 3 * args.seeds

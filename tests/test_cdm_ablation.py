@@ -56,3 +56,14 @@ def test_smoke_run_trains_measures_and_packs(tmp_path, capsys):
         p.name for p in (tmp_path / "img").iterdir()}
     table = capsys.readouterr().out
     assert "| noise-s0.2-trunc | " in table and "| real training images (40) | " in table
+
+
+def test_planned_steps_fit_the_budget():
+    plan_steps = runpy.run_path(str(SCRIPT))["plan_steps"]
+    rates, startup, budget, parallel, seeds, share = {"base16": 20.0, "sr": 40.0, "base32": 10.0}, 20.0, 300.0, 3, 3, 0.625
+    base, sr = plan_steps(rates, startup, budget, parallel, seeds, share, multiple=250)
+    assert (base, sr) == (1500, 750)  # 0.8 * 3 * 300 s of slots - 11 start-ups = 500 s at 0.29 s per base step
+    slot_time = base / rates["base16"] + base / rates["base32"] + 3 * seeds * sr / rates["sr"] + 11 * startup
+    assert slot_time <= parallel * budget
+    # slower devices get fewer steps, never fewer than one checkpoint interval
+    assert plan_steps({k: v / 100 for k, v in rates.items()}, startup, budget, parallel, seeds, share, 250) == (250, 250)

@@ -1,0 +1,60 @@
+"""Seconds per training step of the CDM Fashion-MNIST presets on this machine (JSON), and what the
+whole ablation recipe of experiments/cdm_ablation.py would cost here.
+
+    OMP_NUM_THREADS=1 python benchmarks/cdm_step_time.py     # one core, as the ablation's parallel runs use
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sr3.diffusion import Conditioning, network_output  # noqa: E402
+from sr3.presets import PRESETS  # noqa: E402
+from sr3.unet import UNet  # noqa: E402
+
+RUNS = {"fmnist-base16": 1, "fmnist-base32": 1, "fmnist-sr16-32": 9}  # runs of each preset in the ablation
+
+
+def step_seconds(name: str, repeats: int = 3) -> float:
+    config = PRESETS[name]
+    mc, batch, size = config.model, config.train.batch_size, config.data.crop_size
+    torch.manual_seed(0)
+    model = UNet(mc)
+    optimizer = torch.optim.AdamW(model.parameters(), 1e-4)
+    x = torch.randn(batch, mc.image_channels, size, size)
+    cond = Conditioning(class_label=torch.zeros(batch, dtype=torch.long) if mc.num_classes else None,
+                        lr_upsampled=torch.randn(batch, mc.cond_channels, size, size) if mc.cond_channels else None,
+                        aug_level=torch.zeros(batch) if mc.aug_level_conditioning else None)
+    times = []
+    for _ in range(repeats + 1):  # the first step pays for kernel selection
+        t = time.perf_counter()
+        out = network_output(model, x, torch.rand(batch), cond, config.train.bf16)
+        out.square().mean().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times[1:])
+
+
+def main() -> int:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), "unknown CPU")
+    seconds = {name: step_seconds(name) for name in RUNS}
+    total = sum(seconds[name] * PRESETS[name].train.steps * n for name, n in RUNS.items())
+    print(json.dumps({"cpu": cpu, "threads": torch.get_num_threads(), "bf16": True,
+                      "seconds_per_step": {k: round(v, 3) for k, v in seconds.items()},
+                      "batch": {k: PRESETS[k].train.batch_size for k in RUNS},
+                      "ablation_training_hours_one_run_at_a_time": round(total / 3600, 1)}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -78,9 +78,12 @@ class Predictor(BicubicAnchor):
 
 def check_predictor(predictor_config: Config, refiner_config: Config, where: str | Path) -> None:
     """A predictor must be a regression model of the refiner's scale (a UserError naming ``where`` otherwise)."""
-    if predictor_config.diffusion.objective != "regression":
+    # Deterministic = its denoiser takes one evaluation whatever the step count (the denoiser registry,
+    # sr3/diffusion.py, decides; a regression model is one).
+    size = predictor_config.model.size_multiple
+    if count_evaluations(predictor_config, SamplingConfig(steps=2, tile=0), size, size) != 1:
         raise UserError(f"{where}: the predictor must be a regression model (sr3 train --preset cpu-4x-predictor); "
-                        f"this one was trained with --objective {predictor_config.diffusion.objective}")
+                        "this one is a diffusion model")
     if predictor_config.data.scale != refiner_config.data.scale:
         raise UserError(f"{where}: the predictor upscales {predictor_config.data.scale}x but the refiner "
                         f"{refiner_config.data.scale}x; train both for the same --data.scale")

@@ -2,18 +2,16 @@
 
 import dataclasses
 import json
-import subprocess
-import sys
-
 import pytest
 import torch
 
 import sr3
 from sr3.checkpoint import load_model_dir
+from sr3.cli import main
 from sr3.config import Config, DiffusionConfig, UNetConfig
 from sr3.data import ImageFolderDataset
 from sr3.errors import UserError
-from sr3.predict_refine import PREDICTOR_DIR, load_predictor
+from sr3.predict_refine import PREDICTOR_DIR, Predictor, load_predictor
 from sr3.train import train
 from sr3.unet import UNet
 
@@ -111,12 +109,33 @@ def test_training_a_refiner_needs_a_regression_predictor(refiner_dir, image_fold
         train(refiner_config, dataset, tmp_path / "run", progress=False)
 
 
-def test_cli_trains_a_refiner_with_predictor_flag(refiner_dir, image_folder, tmp_path):
+def test_cli_trains_a_refiner_with_predictor_flag(refiner_dir, image_folder, tmp_path, capsys):
     _, predictor_dir = refiner_dir
     out = tmp_path / "cli_refiner"
-    cmd = [sys.executable, "-m", "sr3", "train", "--preset", "tiny", "--data", str(image_folder), "--out", str(out),
-           "--steps", "2", "--model.pixel-unshuffle", "4", "--diffusion.target", "residual",
-           "--diffusion.anchor", "predictor", "--predictor", str(predictor_dir), "--no-progress",
-           "--train.sample-every", "0"]
-    subprocess.run(cmd, check=True, capture_output=True)
+    args = ["train", "--preset", "tiny", "--data", str(image_folder), "--out", str(out), "--steps", "2",
+            "--model.pixel-unshuffle", "4", "--diffusion.target", "residual", "--no-progress",
+            "--train.sample-every", "0", "--diffusion.anchor", "predictor"]
+    assert main(args) == 2 and "--predictor" in capsys.readouterr().err  # a refiner needs its predictor
+    assert main(args + ["--predictor", str(predictor_dir)]) == 0
     assert (out / "model" / PREDICTOR_DIR / "config.json").exists()
+
+
+def test_training_conditions_the_refiner_on_the_predictor(refiner_dir, image_folder, tmp_path):
+    """Every training step's conditioning is the predictor's output, not the bicubic upsampling."""
+    _, predictor_dir = refiner_dir
+    refiner_config = lowres_config("diffusion", anchor="predictor", steps=2)
+    loaded = load_predictor(predictor_dir, refiner_config)
+    calls = []
+
+    class Spy(Predictor):
+        def to(self, device):
+            return self
+
+        def __call__(self, cond, sampling, device, bf16):
+            out = super().__call__(cond, sampling, device, bf16)
+            calls.append(not torch.equal(out.lr_upsampled, cond.lr_upsampled))
+            return out
+
+    dataset = ImageFolderDataset(image_folder, refiner_config.data.crop_size)
+    train(refiner_config, dataset, tmp_path / "run", progress=False, predictor=Spy(loaded.model, loaded.config))
+    assert calls == [True, True]

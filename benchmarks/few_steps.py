@@ -37,12 +37,14 @@ from sr3.stlpips import load_stlpips
 from peers import cpu_name  # this folder
 
 SETTINGS = [
-    {"sampler": "ddim", "steps": 1}, {"sampler": "ddim", "steps": 2}, {"sampler": "ddim", "steps": 4},
-    {"sampler": "ddpm", "steps": 2}, {"sampler": "ddpm", "steps": 3}, {"sampler": "ddpm", "steps": 4},
-    {"sampler": "ddim", "steps": 4, "eta": 1.0}, {"sampler": "dpmpp", "steps": 3},
-    {"sampler": "ddpm", "steps": 4, "temperature": 0.8}, {"sampler": "ddim", "steps": 2, "temperature": 0.0},
+    {"sampler": "ddim", "steps": 2}, {"sampler": "ddim", "steps": 4}, {"sampler": "dpmpp", "steps": 3},
+    {"sampler": "ddpm", "steps": 4, "schedule": "logsnr"}, {"sampler": "ddpm", "steps": 2, "schedule": "sr3"},
+    *({"sampler": "ddpm", "steps": n, "schedule": "train", "temperature": t} for n in (2, 3) for t in (1.0, 0.8)),
     {"sampler": "ddpm", "steps": 100}, {"sampler": "ddim", "steps": 100},
 ]
+"""ddpm adds fresh noise at every step, so its few visited levels decide how much texture it commits to:
+``logsnr`` puts the last levels near clean (little room for detail at 2-4 steps), ``train`` (the
+training schedule respaced, DDIM's choice) and ``sr3`` stop at moderate noise before the last step."""
 REFERENCE = {"sampler": "ddim", "steps": 100}
 
 

@@ -1,7 +1,7 @@
 """Export a trained predict-and-refine pair as the shipped default 4x model (sr3/weights/sr3-refine-4x).
 
     python experiments/export_default_4x.py --predictor-run runs/cpu-4x-predictor --refiner-run runs/cpu-4x-refine \\
-        --sampler ddpm --steps 3 --out sr3/weights/sr3-refine-4x
+        --sampler ddpm --steps 3 --schedule train --out sr3/weights/sr3-refine-4x
 
 Writes, in --out: the refiner (config.json, model.safetensors: EMA weights cast to bf16), its
 predictor in predictor/ (the same), sampling.json (the default sampling settings), and
@@ -54,12 +54,14 @@ def main() -> None:
     p.add_argument("--refiner-run", type=Path, required=True)
     p.add_argument("--sampler", default="ddpm")
     p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--schedule", default="train")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
     if (args.out / "config.json").exists():
         raise SystemExit(f"{args.out} already holds a model; remove it first")
-    sampling = SamplingConfig(sampler=args.sampler, steps=args.steps, temperature=args.temperature)
+    sampling = SamplingConfig(sampler=args.sampler, steps=args.steps, schedule=args.schedule,
+                              temperature=args.temperature)
     hardware = f"{cpu_name()} (AVX-512 bf16), 2 cores shared with other jobs, bf16 autocast, no GPU"
     common = {"training_data": f"{DATA} (43 photos; random 128 px HR crops cut from the photo shrunk by a "
                                "log-uniform factor in [1, 4]; horizontal flips; LR by sr3.degradation)",
@@ -86,7 +88,8 @@ def main() -> None:
                    extra_files={"model_card.json": predictor_card})
     save_model_dir(args.out, refiner, refiner_config, dtype=torch.bfloat16,
                    extra_files={"model_card.json": card, SAMPLING_FILE: {
-                       "sampler": sampling.sampler, "steps": sampling.steps, "temperature": sampling.temperature}})
+                       "sampler": sampling.sampler, "steps": sampling.steps, "schedule": sampling.schedule,
+                       "temperature": sampling.temperature}})
     print(json.dumps(card, indent=2))
 
 

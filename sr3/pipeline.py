@@ -26,7 +26,11 @@ from .predict_refine import BicubicAnchor, load_anchor
 from .sampling import count_evaluations, sample
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-DEFAULT_MODEL_DIR = WEIGHTS_DIR / "sr3-4x"
+DEFAULT_MODEL_DIR = WEIGHTS_DIR / "sr3-refine-4x"
+"""The default 4x model: a diffusion refiner around a regression predictor, computing at LR resolution
+(sr3/predict_refine.py; its model_card.json)."""
+SR3_4X_DIR = WEIGHTS_DIR / "sr3-4x"
+"""The previous default: SR3 at full output resolution (20 DDIM steps); the shipped 16x cascade uses it."""
 DEFAULT_REGRESSION_DIR = WEIGHTS_DIR / "regression-4x"
 
 

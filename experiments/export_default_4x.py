@@ -1,7 +1,7 @@
 """Export a trained predict-and-refine pair as the shipped default 4x model (sr3/weights/sr3-refine-4x).
 
     python experiments/export_default_4x.py --predictor-run runs/cpu-4x-predictor --refiner-run runs/cpu-4x-refine \\
-        --sampler ddpm --steps 3 --schedule train --out sr3/weights/sr3-refine-4x
+        --sampler ddpm --steps 3 --schedule train --tile 1024 --out sr3/weights/sr3-refine-4x
 
 Writes, in --out: the refiner (config.json, model.safetensors: EMA weights cast to bf16), its
 predictor in predictor/ (the same), sampling.json (the default sampling settings), and
@@ -24,11 +24,27 @@ from sr3.predict_refine import PREDICTOR_DIR
 from sr3.unet import count_parameters
 
 DATA = "/work/shared/data/photos/train"
-COMMANDS = {
-    "predictor": f"OMP_NUM_THREADS=1 python -m sr3 train --preset cpu-4x-predictor --data {DATA} "
-                 "--out runs/cpu-4x-predictor",
-    "refiner": f"OMP_NUM_THREADS=1 python -m sr3 train --preset cpu-4x-refine --predictor runs/cpu-4x-predictor/model "
-               f"--data {DATA} --out runs/cpu-4x-refine --steps STEPS",
+RUN = "python -m sr3 train"
+COMMANDS = {  # the sessions as they ran (2026-11-27, wall clock 15:50-17:40 UTC, one shared 2-core machine)
+    "predictor": [
+        f"{RUN} --preset cpu-4x-predictor --data {DATA} --out runs/cpu-4x-predictor   "
+        "# 2 threads; stopped by hand at step 150 (another job took a core: 6 s/step)",
+        f"OMP_NUM_THREADS=1 {RUN} --preset cpu-4x-predictor --data {DATA} --out runs/cpu-4x-predictor --resume   "
+        "# from checkpoint 100; stopped after checkpoint 2300 to leave the refiner time",
+        f"OMP_NUM_THREADS=1 {RUN} --preset cpu-4x-predictor --data {DATA} --out runs/cpu-4x-predictor --resume "
+        "--steps 2300   # writes model/ from checkpoint 2300",
+    ],
+    "refiner": [
+        "sr3.checkpoint.save_model_dir('runs/predictor-snapshot', <predictor EMA of checkpoint 300>, config)",
+        f"OMP_NUM_THREADS=1 {RUN} --preset cpu-4x-refine --predictor runs/predictor-snapshot --data {DATA} "
+        "--out runs/cpu-4x-refine --steps 6000   # steps 0-1500 against the step-300 predictor, while the predictor "
+        "trained on the other core; stopped after checkpoint 1500",
+        f"OMP_NUM_THREADS=1 {RUN} --preset cpu-4x-refine --predictor runs/cpu-4x-predictor/model --data {DATA} "
+        "--out runs/cpu-4x-refine --resume --steps 6000   # steps 1500-STEPS against the final predictor; stopped "
+        "after checkpoint STEPS",
+        f"OMP_NUM_THREADS=1 {RUN} --preset cpu-4x-refine --predictor runs/cpu-4x-predictor/model --data {DATA} "
+        "--out runs/cpu-4x-refine --resume --steps STEPS   # writes model/ and copies the predictor into model/predictor/",
+    ],
 }
 
 
@@ -44,7 +60,9 @@ def run_summary(run: Path) -> dict:
     # elapsed_s restarts at each --resume; sum the last line of every session
     sessions = [a for a, b in zip(lines, lines[1:] + [None]) if b is None or b["elapsed_s"] < a["elapsed_s"]]
     return {"steps": last["step"], "final_logged_loss": round(last["loss"], 4),
-            "train_minutes": round(sum(s["elapsed_s"] for s in sessions) / 60, 1),
+            # the training loop's own clock to its last logged step, summed over sessions (no data loading,
+            # no steps redone after a kill)
+            "train_minutes_logged": round(sum(s["elapsed_s"] for s in sessions) / 60, 1),
             "sessions": len(sessions), "images_per_second_last_session": round(last["images_per_s"], 1)}
 
 
@@ -56,12 +74,14 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--schedule", default="train")
     p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--tile", type=int, default=1024, help="output pixels per tile: the network sees tile/4 px, "
+                                                          "so large tiles keep per-tile overhead low")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
     if (args.out / "config.json").exists():
         raise SystemExit(f"{args.out} already holds a model; remove it first")
     sampling = SamplingConfig(sampler=args.sampler, steps=args.steps, schedule=args.schedule,
-                              temperature=args.temperature)
+                              temperature=args.temperature, tile=args.tile)
     hardware = f"{cpu_name()} (AVX-512 bf16), 2 cores shared with other jobs, bf16 autocast, no GPU"
     common = {"training_data": f"{DATA} (43 photos; random 128 px HR crops cut from the photo shrunk by a "
                                "log-uniform factor in [1, 4]; horizontal flips; LR by sr3.degradation)",
@@ -74,22 +94,22 @@ def main() -> None:
     predictor_card = {"what": "4x regression predictor of the default model (every U-Net block at LR resolution: "
                               "model.pixel_unshuffle = 4); usable alone as the deterministic upscaler "
                               "(sr3 upscale --model sr3/weights/sr3-refine-4x/predictor)",
-                      "training_command": COMMANDS["predictor"], **run_summary(args.predictor_run), **common,
+                      "training_commands": COMMANDS["predictor"], **run_summary(args.predictor_run), **common,
                       "parameters": count_parameters(predictor)}
     card = {"what": "default 4x model: a diffusion refiner of the residual HR - predictor(LR), conditioned on the "
                     "predictor's output (predict and refine, Whang et al. 2022), every U-Net block at LR resolution",
             "predictor": f"{PREDICTOR_DIR}/ (see its model_card.json)",
-            "training_command": COMMANDS["refiner"].replace("STEPS", str(refiner_summary["steps"])),
+            "training_commands": [c.replace("STEPS", str(refiner_summary["steps"])) for c in COMMANDS["refiner"]],
             **refiner_summary, **common, "parameters": count_parameters(refiner),
             "sampling": f"{SAMPLING_FILE}: chosen with benchmarks/few_steps.py on crops of the training photos",
             "export": "python experiments/export_default_4x.py " + " ".join(
                 f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items())}
     save_model_dir(args.out / PREDICTOR_DIR, predictor, predictor_config, dtype=torch.bfloat16,
-                   extra_files={"model_card.json": predictor_card})
+                   extra_files={"model_card.json": predictor_card, SAMPLING_FILE: {"tile": sampling.tile}})
     save_model_dir(args.out, refiner, refiner_config, dtype=torch.bfloat16,
                    extra_files={"model_card.json": card, SAMPLING_FILE: {
                        "sampler": sampling.sampler, "steps": sampling.steps, "schedule": sampling.schedule,
-                       "temperature": sampling.temperature}})
+                       "temperature": sampling.temperature, "tile": sampling.tile}})
     print(json.dumps(card, indent=2))
 
 

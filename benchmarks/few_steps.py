@@ -11,7 +11,7 @@ Settings are chosen on crops of the *training* photos (shrunk 3x, as the README'
 temperature was chosen), never on photos/val:
 
     python benchmarks/make_val_crops.py --data ../shared/data/photos/train --size 128 --shrink 3 --out runs/tune-crops128
-    python benchmarks/few_steps.py --model runs/cpu-4x-refine/model --data runs/tune-crops128 --out runs/few_steps.json
+    python benchmarks/few_steps.py --model sr3/weights/sr3-refine-4x --data runs/tune-crops128 --limit 12 --out benchmarks/results/few_steps.json
 """
 
 from __future__ import annotations

@@ -153,6 +153,9 @@ class Cascade:
         self.stages = []
         for s in self.config.stages:
             model, cfg = load_model_dir(resolve_model_dir(self.root / s.model), self.device)
+            if cfg.diffusion.anchor != "bicubic":  # a refiner's predictor is not run by cascades (yet)
+                raise UserError(f"{self.root / s.model}: predict-and-refine models cannot be cascade stages yet; "
+                                "use an SR3 model with diffusion.anchor = bicubic (e.g. sr3/weights/sr3-4x)")
             self.stages.append(Stage(s.model, model, cfg, s))
         self._validate()
 

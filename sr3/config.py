@@ -93,8 +93,15 @@ class UNetConfig:
     of classifier-free guidance (Ho & Salimans 2022), learnt by training with train.class_dropout > 0."""
     groupnorm_groups: int = 32
     """GroupNorm groups (>= 1); must divide every level's channel count (base_channels * mult)."""
+    pixel_unshuffle: int = 1
+    """Space-to-depth factor (1, 2 or 4) applied to the noisy image and its conditioning before the first
+    convolution, undone by a pixel shuffle after the last (Shi et al. 2016): with 4 every block runs at
+    the LR resolution of a 4x model, about 16x fewer FLOPs per output pixel for the same width.
+    1 = the SR3 U-Net at full output resolution."""
 
     def __post_init__(self):
+        require(self.pixel_unshuffle in (1, 2, 4),
+                f"model.pixel_unshuffle = {self.pixel_unshuffle} must be 1, 2 or 4")
         require(self.base_channels >= 1, f"model.base_channels = {self.base_channels} must be >= 1")
         require(len(self.channel_mult) >= 1 and all(m >= 1 for m in self.channel_mult),
                 f"model.channel_mult = {list(self.channel_mult)} needs at least one level, each >= 1")
@@ -114,8 +121,9 @@ class UNetConfig:
 
     @property
     def size_multiple(self) -> int:
-        """Image sides must be multiples of this (the U-Net halves them len(channel_mult) - 1 times)."""
-        return 2 ** (len(self.channel_mult) - 1)
+        """Image sides must be multiples of this (the pixel unshuffle divides them by ``pixel_unshuffle``,
+        then the U-Net halves them len(channel_mult) - 1 times)."""
+        return self.pixel_unshuffle * 2 ** (len(self.channel_mult) - 1)
 
 
 @dataclass(frozen=True)
@@ -143,6 +151,10 @@ class DiffusionConfig:
     to the input; SRDiff, Li et al. 2022).  Ignored for base models without LR input."""
     residual_scale: float = 1.0
     """Multiplier (> 0) on the residual so that it has roughly unit variance; the sampler divides it back."""
+    anchor: Literal["bicubic", "predictor"] = "bicubic"
+    """The conditioning image (and, with target = residual, what the residual is taken around): the bicubic
+    upsampling of the LR image (SR3), or the output of a deterministic regression predictor kept in the model
+    directory's predictor/ folder (predict and refine, Whang et al. 2022; sr3/predict_refine.py)."""
 
     def __post_init__(self):
         require(self.timesteps >= 1, f"diffusion.timesteps = {self.timesteps} must be >= 1")

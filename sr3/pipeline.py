@@ -22,10 +22,15 @@ from .degradation import upsample
 from .diffusion import Conditioning
 from .errors import UserError
 from .imageio import pil_to_tensor, tensor_to_pil
+from .predict_refine import BicubicAnchor, load_anchor
 from .sampling import count_evaluations, sample
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-DEFAULT_MODEL_DIR = WEIGHTS_DIR / "sr3-4x"
+DEFAULT_MODEL_DIR = WEIGHTS_DIR / "sr3-refine-4x"
+"""The default 4x model: a diffusion refiner around a regression predictor, computing at LR resolution
+(sr3/predict_refine.py; its model_card.json)."""
+SR3_4X_DIR = WEIGHTS_DIR / "sr3-4x"
+"""The previous default: SR3 at full output resolution (20 DDIM steps); the shipped 16x cascade uses it."""
 DEFAULT_REGRESSION_DIR = WEIGHTS_DIR / "regression-4x"
 
 
@@ -52,12 +57,14 @@ class SRPipeline:
     """
 
     def __init__(self, model: torch.nn.Module, config: Config, device: str | torch.device = "cpu",
-                 bf16: bool = True, sampling: SamplingConfig | None = None):
+                 bf16: bool = True, sampling: SamplingConfig | None = None, anchor: BicubicAnchor | None = None):
         if config.data.task != "sr":
             raise UserError("this model generates images from class labels; use sr3 generate, not upscale")
         self.model, self.config, self.device, self.bf16 = model.to(device), config, torch.device(device), bf16
         self.sampling = sampling or SamplingConfig()
         self.scale = config.data.scale
+        # what conditions the model: the bicubic upsampling, or a predictor's output (sr3/predict_refine.py)
+        self.anchor = anchor.to(device) if anchor is not None else BicubicAnchor()
 
     def settings(self, sampling: SamplingConfig | None = None, **overrides) -> SamplingConfig:
         """The sampling settings of one call: ``sampling`` (default: the model's) with ``overrides``."""
@@ -74,8 +81,9 @@ class SRPipeline:
         seeds = [seed + k for k in range(lr.shape[0])] if isinstance(seed, int) else list(seed)
         h, w = lr.shape[-2:]
         padded = pad_to_multiple(lr, lr_multiple(self.config))
-        cond = Conditioning(lr_upsampled=upsample(padded, self.scale))
         with torch.inference_mode():
+            cond = self.anchor(Conditioning(lr_upsampled=upsample(padded, self.scale)), settings, self.device,
+                               self.bf16)
             sr = sample(self.model, self.config, cond, cond.lr_upsampled.shape, settings, seeds, device=self.device,
                         bf16=self.bf16, progress=progress, callback=callback)
         return sr[..., :h * self.scale, :w * self.scale].cpu()
@@ -84,7 +92,8 @@ class SRPipeline:
         """Network evaluations (steps x tiles) for one batch of LR images of this size."""
         m = lr_multiple(self.config)
         h, w = (-(-n // m) * m * self.scale for n in (lr_height, lr_width))
-        return count_evaluations(self.config, sampling or self.sampling, h, w)
+        sampling = sampling or self.sampling
+        return count_evaluations(self.config, sampling, h, w) + self.anchor.count_evaluations(h, w, sampling)
 
     def upscale(self, image: Image.Image, **kwargs) -> Image.Image:
         """Upscale one PIL image by ``self.scale`` (keyword arguments as in upscale_tensor)."""
@@ -99,4 +108,5 @@ def load(path: str | Path | None = None, device: str | torch.device = "cpu", bf1
             raise UserError("no default model is installed; pass --model DIR (train one with sr3 train)")
         path = DEFAULT_MODEL_DIR
     model, config = load_model_dir(path, device)
-    return SRPipeline(model, config, device=device, bf16=bf16, sampling=load_sampling_defaults(path))
+    return SRPipeline(model, config, device=device, bf16=bf16, sampling=load_sampling_defaults(path),
+                      anchor=load_anchor(path, config, device))

@@ -39,6 +39,7 @@ from .data import make_sr_pair
 from .diffusion import Conditioning, make_denoiser
 from .errors import UserError
 from .imageio import save_image, tensor_to_pil
+from .predict_refine import BicubicAnchor, Predictor, copy_predictor
 from .sampling import sample
 from .schedules import training_gammas
 from .step_loader import step_generator, step_loader
@@ -47,6 +48,7 @@ from .unet import UNet, count_parameters
 
 
 PREVIEW_STREAM = 2**31  # a "step" index no training step uses, for the fixed preview crops
+ANCHOR_SAMPLING = SamplingConfig(steps=1, tile=0, network_batching="batched")  # a predictor sees whole crops
 
 
 # ------------------------------------------------------------------ set-up
@@ -113,10 +115,19 @@ def pick_device(name: str | None) -> torch.device:
 
 # ------------------------------------------------------------------ the loop
 def train(config: Config, dataset, out: Path, resume: bool = False, device: torch.device | None = None,
-          progress: bool = True, command: str = "") -> Path:
-    """Train ``config`` on ``dataset`` writing everything under ``out``; returns the model directory."""
+          progress: bool = True, command: str = "", predictor: Predictor | None = None,
+          predictor_dir: Path | None = None) -> Path:
+    """Train ``config`` on ``dataset`` writing everything under ``out``; returns the model directory.
+
+    predictor, predictor_dir: the frozen predictor of a refiner (``diffusion.anchor = "predictor"``,
+    sr3/predict_refine.py) and the model directory it was loaded from (copied into the model's).
+    """
     device = device or pick_device(None)
     tc, dc = config.train, config.diffusion
+    if (dc.anchor == "predictor") != (predictor is not None):
+        raise UserError("a refiner (diffusion.anchor = predictor) trains with --predictor DIR, and only a "
+                        "refiner takes --predictor")
+    anchor = predictor.to(device) if predictor is not None else BicubicAnchor()
     world = Distributed(device)
     accum = tc.grad_accum
     if accum < 1 or config.data.num_workers < 0:
@@ -172,6 +183,7 @@ def train(config: Config, dataset, out: Path, resume: bool = False, device: torc
             generator = draw.generator()  # continues the part's stream after its batch: gamma, eps
             # on a GPU the LR input is made there too: no CPU bicubic resizing between steps
             hr, cond = make_conditioning(draw.batch.to(device, non_blocking=True), config)
+            cond = anchor(cond, ANCHOR_SAMPLING, device, tc.bf16)
             # DDP averages gradients over processes once per step: not after the first micro-batches.
             with ddp.no_sync() if world.world > 1 and m < accum - 1 else contextlib.nullcontext():
                 loss = make_denoiser(net, dc, cond, bf16=tc.bf16, batched=True).loss(hr, gammas, generator)
@@ -214,7 +226,7 @@ def train(config: Config, dataset, out: Path, resume: bool = False, device: torc
             save_training_checkpoint(out, model, ema, optimizer, done, config)
             last_checkpoint = done
         if tc.sample_every and (done % tc.sample_every == 0 or done == tc.steps):
-            write_sample_grid(ema, config, preview, out / "samples" / f"step_{done:07d}.png", device)
+            write_sample_grid(ema, config, preview, out / "samples" / f"step_{done:07d}.png", device, anchor)
     bar.close()
     model_dir = out / "model"
     if world.is_main:
@@ -223,6 +235,8 @@ def train(config: Config, dataset, out: Path, resume: bool = False, device: torc
                 "parameters": count_parameters(model), "hardware": hardware_description(device),
                 "torch": torch.__version__, "skipped_files_this_session": skipped_total}
         save_model_dir(model_dir, ema, config, extra_files={"training.json": card})
+        if predictor_dir is not None:
+            copy_predictor(predictor_dir, model_dir)
     if log:
         log.close()
     world.close()
@@ -268,9 +282,12 @@ def hardware_description(device: torch.device) -> str:
     return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
 
 
-def write_sample_grid(model: torch.nn.Module, config: Config, preview, path: Path, device) -> None:
-    """LR (upsampled) | SR | HR rows for fixed training crops; class samples for base models."""
+def write_sample_grid(model: torch.nn.Module, config: Config, preview, path: Path, device,
+                      anchor: BicubicAnchor | None = None) -> None:
+    """LR (upsampled, or the predictor's output) | SR | HR rows for fixed training crops; class samples
+    for base models."""
     hr, cond = make_conditioning(preview, config)
+    cond = (anchor or BicubicAnchor())(cond, ANCHOR_SAMPLING, device, config.train.bf16)
     settings = SamplingConfig(sampler="ddim", steps=config.train.sample_steps, tile=0)
     with torch.inference_mode():
         sr = sample(model, config, cond, hr.shape, settings, seeds=list(range(hr.shape[0])), device=device,

@@ -122,7 +122,9 @@ class UNet(nn.Module):
             return (SelfAttention(channels, c.attention_heads, c.groupnorm_groups)
                     if level in c.attention_levels else nn.Identity())
 
-        self.input_conv = nn.Conv2d(c.image_channels + c.cond_channels, ch, 3, padding=1)
+        # Space-to-depth: every block works on (H/f, W/f) maps with f^2 times the input channels.
+        f2 = c.pixel_unshuffle ** 2
+        self.input_conv = nn.Conv2d((c.image_channels + c.cond_channels) * f2, ch, 3, padding=1)
         skip_channels = [ch]
         self.down = nn.ModuleList()
         self.downsample = nn.ModuleList()
@@ -155,14 +157,14 @@ class UNet(nn.Module):
             if i > 0:
                 self.upsample.append(res(cur, cur, "up"))
         self.out_norm = group_norm(cur, c.groupnorm_groups)
-        self.out_conv = nn.Conv2d(cur, c.image_channels, 3, padding=1)
+        self.out_conv = nn.Conv2d(cur, c.image_channels * f2, 3, padding=1)
         nn.init.zeros_(self.out_conv.weight)
         nn.init.zeros_(self.out_conv.bias)
 
     @property
     def size_multiple(self) -> int:
         """Input height and width must be multiples of this."""
-        return 2 ** (len(self.config.channel_mult) - 1)
+        return self.config.size_multiple
 
     def forward(self, x_noisy: torch.Tensor, sqrt_gamma: torch.Tensor, lr_upsampled: torch.Tensor | None = None,
                 class_label: torch.Tensor | None = None, aug_level: torch.Tensor | None = None) -> torch.Tensor:
@@ -186,6 +188,8 @@ class UNet(nn.Module):
                 raise ValueError("this model is conditioned on a low-resolution image: pass lr_upsampled")
             x_noisy = torch.cat([x_noisy, lr_upsampled.to(x_noisy.dtype)], dim=1)
 
+        if c.pixel_unshuffle > 1:
+            x_noisy = F.pixel_unshuffle(x_noisy, c.pixel_unshuffle)
         h = self.input_conv(x_noisy)
         skips = [h]
         for i, level in enumerate(self.down):
@@ -201,7 +205,8 @@ class UNet(nn.Module):
                 h = attn(block(torch.cat([h, skips.pop()], dim=1), emb))
             if i < len(self.upsample):
                 h = self.upsample[i](h, emb)
-        return self.out_conv(F.silu(self.out_norm(h)))
+        out = self.out_conv(F.silu(self.out_norm(h)))
+        return F.pixel_shuffle(out, c.pixel_unshuffle) if c.pixel_unshuffle > 1 else out
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -16,7 +16,7 @@ from sr3.config import SamplingConfig
 from sr3.errors import UserError
 from sr3.imageio import pil_to_tensor, tensor_to_pil
 from sr3.methods import DEFAULT_CASCADE_DIR, MethodOptions, build_method
-from sr3.pipeline import DEFAULT_MODEL_DIR, load
+from sr3.pipeline import SR3_4X_DIR, load
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def test_shipped_cascade_is_the_4x_model_twice_and_says_so():
     cascade = load_cascade(DEFAULT_CASCADE_DIR)
     assert cascade.base is None and len(cascade.sr_stages) == 2 and cascade.total_scale == 16
     for stage in cascade.stages:
-        assert resolve_model_dir(cascade.root / stage.name).resolve() == DEFAULT_MODEL_DIR.resolve()
+        assert resolve_model_dir(cascade.root / stage.name).resolve() == SR3_4X_DIR.resolve()
         assert stage.config.data.scale == 4 and stage.settings.aug_level == 0.0
     assert cascade.stages[1].settings.sampling.tile == 256
     card = json.loads((DEFAULT_CASCADE_DIR / "model_card.json").read_text())
@@ -44,7 +44,7 @@ def test_shipped_cascade_chains_stage_one_into_stage_two():
     stage1, stage2 = cascade.upscale_stages(lr, [7])
     assert stage1.shape == (1, 3, 20, 24) and stage2.shape == (1, 3, 80, 96)
     # stage 2 is the 4x model run on stage 1's output with stage 2's seed stream, nothing else
-    pipe = load(DEFAULT_MODEL_DIR, bf16=False)
+    pipe = load(SR3_4X_DIR, bf16=False)
     sampling = SamplingConfig(steps=1)
     assert torch.equal(stage1, pipe.upscale_tensor(lr, seed=stage_seeds([7], 0), sampling=sampling))
     assert torch.equal(stage2, pipe.upscale_tensor(stage1, seed=stage_seeds([7], 1), sampling=sampling))
@@ -52,8 +52,8 @@ def test_shipped_cascade_chains_stage_one_into_stage_two():
 
 def test_sr_only_cascade_need_not_chain_training_crops(tmp_path):
     # two 4x stages trained on 64 px crops: 64 // 4 = 16 != 64, fine without a base stage
-    write_cascade(tmp_path, CascadeConfig(stages=(StageSettings(str(DEFAULT_MODEL_DIR), scale=4),
-                                                  StageSettings(str(DEFAULT_MODEL_DIR), scale=4))))
+    write_cascade(tmp_path, CascadeConfig(stages=(StageSettings(str(SR3_4X_DIR), scale=4),
+                                                  StageSettings(str(SR3_4X_DIR), scale=4))))
     assert Cascade(tmp_path).total_scale == 16
 
 

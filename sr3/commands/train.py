@@ -12,6 +12,7 @@ from ..config import Config, DataConfig, DiffusionConfig, TrainConfig, UNetConfi
     apply_flags, apply_overrides
 from ..errors import UserError
 from ..outputs import folder_problem
+from ..predict_refine import load_predictor
 from ..presets import PRESETS
 from ..raisr import RAISRTrainConfig, train_raisr
 from ..train import open_dataset, pick_device, train
@@ -32,6 +33,9 @@ def add_parser(subparsers) -> None:
                                                   "make LR by bicubic downsampling")
     p.add_argument("--out", required=True, type=Path, help="output folder (model/, checkpoint/, samples/, log.jsonl)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--predictor", type=Path, help="a refiner's frozen predictor (model folder of a regression "
+                                                   "run, e.g. --preset cpu-4x-predictor); needed by and only "
+                                                   "by configs with diffusion.anchor = predictor")
     p.add_argument("--method", choices=["sr3", "raisr"], default="sr3",
                    help="raisr learns RAISR filters by least squares instead of a U-Net (--data.scale, "
                         "--train.seed and the --raisr.* flags apply)")
@@ -87,8 +91,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(problem)
     dataset = open_dataset(config, args.data, args.out, args.lr_data)
     command = "sr3 " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("sr3") else ""
+    predictor = load_predictor(args.predictor, config, device) if args.predictor else None
     model_dir = train(config, dataset, args.out, resume=args.resume, device=device,
-                      progress=not args.no_progress, command=command)
+                      progress=not args.no_progress, command=command, predictor=predictor,
+                      predictor_dir=args.predictor)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"model written to {model_dir}")
     return 0

@@ -1,0 +1,141 @@
+"""Low-resolution U-Net (model.pixel_unshuffle) and predict-and-refine (sr3/predict_refine.py)."""
+
+import dataclasses
+import json
+import pytest
+import torch
+
+import sr3
+from sr3.checkpoint import load_model_dir
+from sr3.cli import main
+from sr3.config import Config, DiffusionConfig, UNetConfig
+from sr3.data import ImageFolderDataset
+from sr3.errors import UserError
+from sr3.predict_refine import PREDICTOR_DIR, Predictor, load_predictor
+from sr3.train import train
+from sr3.unet import UNet
+
+from conftest import tiny_config
+
+
+def lowres_config(objective: str, anchor: str = "bicubic", steps: int = 4) -> Config:
+    config = tiny_config(steps=steps)
+    return config.replace(model=dataclasses.replace(config.model, pixel_unshuffle=4),
+                          diffusion=DiffusionConfig(objective=objective, target="residual", residual_scale=4.0,
+                                                    prediction="v", anchor=anchor))
+
+
+def test_pixel_unshuffle_runs_every_block_at_low_resolution_and_round_trips_shapes():
+    config = UNetConfig(base_channels=16, channel_mult=(1, 2), num_res_blocks=1, mid_attention=False,
+                        groupnorm_groups=8, pixel_unshuffle=4)
+    assert config.size_multiple == 8  # 4 (unshuffle) x 2 (one halving)
+    model = UNet(config)
+    seen = []
+    model.down[0].blocks[0].register_forward_hook(lambda m, i, o: seen.append(tuple(o.shape)))
+    x = torch.randn(2, 3, 40, 24)
+    out = model(x, torch.rand(2), torch.randn(2, 3, 40, 24))
+    assert out.shape == x.shape
+    assert seen == [(2, 16, 10, 6)]  # the first block works at 1/4 of the output's sides
+
+
+def test_pixel_unshuffle_is_validated():
+    with pytest.raises(UserError, match="pixel_unshuffle = 3"):
+        UNetConfig(pixel_unshuffle=3)
+
+
+def test_a_config_without_the_new_fields_loads_as_before(tiny_model_dir, tmp_path):
+    """Model directories written before pixel_unshuffle / anchor existed load unchanged (defaults 1 / bicubic)."""
+    raw = json.loads((tiny_model_dir / "config.json").read_text())
+    del raw["model"]["pixel_unshuffle"], raw["diffusion"]["anchor"]
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "config.json").write_text(json.dumps(raw))
+    (old / "model.safetensors").write_bytes((tiny_model_dir / "model.safetensors").read_bytes())
+    model, config = load_model_dir(old)
+    assert config.model.pixel_unshuffle == 1 and config.diffusion.anchor == "bicubic"
+    new_model, _ = load_model_dir(tiny_model_dir)
+    x, cond = torch.randn(1, 3, 32, 32), torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(x, torch.tensor([0.5]), cond), new_model(x, torch.tensor([0.5]), cond))
+
+
+@pytest.fixture(scope="module")
+def refiner_dir(image_folder, tmp_path_factory):
+    """A tiny predictor and a tiny refiner trained on it (a few steps each)."""
+    root = tmp_path_factory.mktemp("predict_refine")
+    predictor_config = lowres_config("regression")
+    dataset = ImageFolderDataset(image_folder, predictor_config.data.crop_size)
+    predictor_dir = train(predictor_config, dataset, root / "predictor", progress=False)
+    refiner_config = lowres_config("diffusion", anchor="predictor")
+    predictor = load_predictor(predictor_dir, refiner_config)
+    return train(refiner_config, dataset, root / "refiner", progress=False, predictor=predictor,
+                 predictor_dir=predictor_dir), predictor_dir
+
+
+def test_the_refiner_is_conditioned_on_the_predictor_output(refiner_dir):
+    model_dir, predictor_dir = refiner_dir
+    assert (model_dir / PREDICTOR_DIR / "model.safetensors").read_bytes() == \
+        (predictor_dir / "model.safetensors").read_bytes()
+    pipe = sr3.load(model_dir, bf16=False)
+    predictor = sr3.load(predictor_dir, bf16=False)
+    lr = torch.rand(1, 3, 8, 12) * 2 - 1
+    seen = []
+    pipe.model.register_forward_hook(lambda m, args, out: seen.append(args[2].clone()))
+    sr = pipe.upscale_tensor(lr, seed=0, steps=2, tile=0)
+    assert sr.shape == (1, 3, 32, 48)
+    expected = predictor.upscale_tensor(lr, tile=0)
+    assert len(seen) == 2  # two refiner steps, each conditioned on the predictor's output
+    assert torch.allclose(seen[0], expected, atol=1e-6)
+    assert pipe.count_evaluations(8, 12, pipe.settings(steps=2, tile=0)) == 3  # 1 prediction + 2 refinements
+
+
+def test_a_refiner_without_its_predictor_is_refused(refiner_dir, tmp_path):
+    model_dir, _ = refiner_dir
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (broken / name).write_bytes((model_dir / name).read_bytes())
+    with pytest.raises(UserError, match="predictor"):
+        sr3.load(broken)
+
+
+def test_training_a_refiner_needs_a_regression_predictor(refiner_dir, image_folder, tmp_path):
+    model_dir, predictor_dir = refiner_dir
+    refiner_config = lowres_config("diffusion", anchor="predictor")
+    with pytest.raises(UserError, match="must be a regression model"):
+        load_predictor(model_dir, refiner_config)  # a diffusion model is no predictor
+    dataset = ImageFolderDataset(image_folder, refiner_config.data.crop_size)
+    with pytest.raises(UserError, match="--predictor"):
+        train(refiner_config, dataset, tmp_path / "run", progress=False)
+
+
+def test_cli_trains_a_refiner_with_predictor_flag(refiner_dir, image_folder, tmp_path, capsys):
+    _, predictor_dir = refiner_dir
+    out = tmp_path / "cli_refiner"
+    args = ["train", "--preset", "tiny", "--data", str(image_folder), "--out", str(out), "--steps", "2",
+            "--model.pixel-unshuffle", "4", "--diffusion.target", "residual", "--no-progress",
+            "--train.sample-every", "0", "--diffusion.anchor", "predictor"]
+    assert main(args) == 2 and "--predictor" in capsys.readouterr().err  # a refiner needs its predictor
+    assert main(args + ["--predictor", str(predictor_dir)]) == 0
+    assert (out / "model" / PREDICTOR_DIR / "config.json").exists()
+
+
+def test_training_conditions_the_refiner_on_the_predictor(refiner_dir, image_folder, tmp_path):
+    """Every training step's conditioning is the predictor's output, not the bicubic upsampling."""
+    _, predictor_dir = refiner_dir
+    refiner_config = lowres_config("diffusion", anchor="predictor", steps=2)
+    loaded = load_predictor(predictor_dir, refiner_config)
+    calls = []
+
+    class Spy(Predictor):
+        def to(self, device):
+            return self
+
+        def __call__(self, cond, sampling, device, bf16):
+            out = super().__call__(cond, sampling, device, bf16)
+            calls.append(not torch.equal(out.lr_upsampled, cond.lr_upsampled))
+            return out
+
+    dataset = ImageFolderDataset(image_folder, refiner_config.data.crop_size)
+    train(refiner_config, dataset, tmp_path / "run", progress=False, predictor=Spy(loaded.model, loaded.config))
+    assert calls == [True, True]

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -34,7 +33,6 @@ from torch.utils.flop_counter import FlopCounterMode
 import sr3
 from sr3.config import UNetConfig
 from sr3.diffusion import bf16_is_fast
-from sr3.pipeline import DEFAULT_SAMPLER, DEFAULT_STEPS, DEFAULT_TILE
 from sr3.unet import UNet, count_parameters
 from unet_speed import matmul_peak  # the same peak measurement as the U-Net benchmark (this folder)
 
@@ -86,21 +84,22 @@ def main() -> None:
     bf16 = bf16_is_fast("cpu")
     lr = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(0)) * 2 - 1
 
-    def upscale(x, steps=DEFAULT_STEPS):
-        return pipe.upscale_tensor(x, sampler=DEFAULT_SAMPLER, steps=steps, seed=0)
+    defaults = pipe.sampling  # the model's own sampling.json (sr3/pipeline.py)
 
-    result = {"model": str(args.model or "shipped sr3-4x"), "sampler": DEFAULT_SAMPLER, "steps": DEFAULT_STEPS,
-              "tile": DEFAULT_TILE, "threads": torch.get_num_threads(), "cpu_has_fast_bf16": bf16,
+    def upscale(x, steps=defaults.steps):
+        return pipe.upscale_tensor(x, steps=steps, seed=0)
+
+    result = {"model": str(args.model or "shipped default"), "sampler": defaults.sampler, "steps": defaults.steps,
+              "tile": defaults.tile, "threads": torch.get_num_threads(), "cpu_has_fast_bf16": bf16,
               "by_dtype": {}}
     for dtype in ([torch.bfloat16] if bf16 else []) + [torch.float32]:
         pipe.bf16 = dtype == torch.bfloat16
         upscale(lr[..., :64, :64], steps=2)  # warm-up (oneDNN primitive creation)
         seconds, times = median_seconds(lambda: upscale(lr), args.repeats)
         small, _ = median_seconds(lambda: upscale(lr[..., :32, :32]), args.repeats)
-        # Every step costs the same network evaluations: count one step's FLOPs, times the steps.
-        with FlopCounterMode(display=False) as counter:
-            upscale(lr, steps=1)
-        flops = counter.get_total_flops() * DEFAULT_STEPS
+        with FlopCounterMode(display=False) as counter:  # one whole default run (a predictor runs once)
+            upscale(lr)
+        flops = counter.get_total_flops()
         peak = matmul_peak(dtype, args.repeats, n=2048)
         result["by_dtype"][str(dtype).replace("torch.", "")] = {
             "seconds_256_to_1024": seconds, "runs": times, "seconds_per_output_megapixel": seconds / (1024 * 1024 / 1e6),

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from sr3.cascade import CASCADE_FILE, Cascade, CascadeConfig, StageSettings, load_cascade, stage_seeds, write_cascade
+from sr3.cascade import Cascade, CascadeConfig, StageSettings, load_cascade, stage_seeds, write_cascade
 from sr3.checkpoint import resolve_model_dir
 from sr3.cli import main
 from sr3.config import SamplingConfig

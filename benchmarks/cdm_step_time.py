@@ -7,9 +7,7 @@ whole ablation recipe of experiments/cdm_ablation.py would cost here.
 from __future__ import annotations
 
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -19,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sr3.diffusion import Conditioning, network_output  # noqa: E402
 from sr3.presets import PRESETS  # noqa: E402
 from sr3.unet import UNet  # noqa: E402
+from unet_speed import timed_runs  # noqa: E402  (this folder)
 
 RUNS = {"fmnist-base16": 1, "fmnist-base32": 1, "fmnist-sr16-32": 9}  # runs of each preset in the ablation
 
@@ -33,15 +32,12 @@ def step_seconds(name: str, repeats: int = 3) -> float:
     cond = Conditioning(class_label=torch.zeros(batch, dtype=torch.long) if mc.num_classes else None,
                         lr_upsampled=torch.randn(batch, mc.cond_channels, size, size) if mc.cond_channels else None,
                         aug_level=torch.zeros(batch) if mc.aug_level_conditioning else None)
-    times = []
-    for _ in range(repeats + 1):  # the first step pays for kernel selection
-        t = time.perf_counter()
+    def step():
         out = network_output(model, x, torch.rand(batch), cond, config.train.bf16)
         out.square().mean().backward()
         optimizer.step()
         optimizer.zero_grad()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times[1:])
+    return timed_runs(step, repeats)[0]  # after one untimed step that pays for kernel selection
 
 
 def main() -> int:

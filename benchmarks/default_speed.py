@@ -23,10 +23,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -38,6 +36,7 @@ from sr3.imageio import tensor_to_pil
 from sr3.pipeline import DEFAULT_MODEL_DIR
 from sr3.predict_refine import PREDICTOR_DIR
 from peers import cpu_name, load_peer  # this folder
+from unet_speed import timed_runs  # this folder
 
 MEMORY_CHILD = """
 import resource, sys, torch, sr3
@@ -49,19 +48,9 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
 
-def median_seconds(fn, repeats: int) -> tuple[float, list[float]]:
-    fn()  # warm-up: oneDNN creates its kernels on first use
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), times
-
-
 def time_model(path: Path, lr: torch.Tensor, bf16: bool, repeats: int) -> dict:
     pipe = sr3.load(path, bf16=bf16)
-    seconds, runs = median_seconds(lambda: pipe.upscale_tensor(lr, seed=0), repeats)
+    seconds, runs = timed_runs(lambda: pipe.upscale_tensor(lr, seed=0), repeats)
     megapixels = lr.shape[-2] * lr.shape[-1] * pipe.scale ** 2 / 1e6
     return {"seconds": seconds, "runs": runs, "seconds_per_output_megapixel": seconds / megapixels,
             "network_evaluations": pipe.count_evaluations(*lr.shape[-2:])}
@@ -93,7 +82,7 @@ def main() -> None:
         print(f"sr3 {key}: {result['sr3'][key]['seconds_per_output_megapixel']:.2f} s/MP", file=sys.stderr)
     span = load_peer("span", args.threads)
     image = tensor_to_pil(lr[0])
-    seconds, runs = median_seconds(lambda: span(image), args.repeats)
+    seconds, runs = timed_runs(lambda: span(image), args.repeats)
     result["span"] = {"seconds": seconds, "runs": runs,
                       "seconds_per_output_megapixel": seconds / (16 * args.size ** 2 / 1e6)}
     best = result["sr3"]["bf16" if fast_bf16 else "fp32"]["seconds_per_output_megapixel"]

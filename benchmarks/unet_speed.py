@@ -30,14 +30,21 @@ from sr3.presets import PRESETS
 from sr3.unet import UNet, count_parameters
 
 
-def median_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up (oneDNN primitive creation)
+def timed_runs(fn, repeats: int, warm_up: bool = True) -> tuple[float, list[float]]:
+    """(median, all) wall seconds of ``repeats`` calls of ``fn``, after one untimed call if ``warm_up``
+    (oneDNN creates its kernels on first use).  The benchmarks of this folder share it."""
+    if warm_up:
+        fn()
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return statistics.median(times), times
+
+
+def median_seconds(fn, repeats: int) -> float:
+    return timed_runs(fn, repeats)[0]
 
 
 def matmul_peak(dtype: torch.dtype, repeats: int, n: int) -> float:

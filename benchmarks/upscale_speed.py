@@ -21,10 +21,8 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -34,7 +32,7 @@ import sr3
 from sr3.config import UNetConfig
 from sr3.diffusion import bf16_is_fast
 from sr3.unet import UNet, count_parameters
-from unet_speed import matmul_peak  # the same peak measurement as the U-Net benchmark (this folder)
+from unet_speed import matmul_peak, timed_runs  # the same peak measurement as the U-Net benchmark (this folder)
 
 MEMORY_CHILD = """
 import resource, sys, torch, sr3
@@ -44,15 +42,6 @@ out = pipe.upscale_tensor(lr, steps=1, seed=0)
 assert out.shape == (1, 3, 4096, 4096)
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
-
-
-def median_seconds(fn, repeats: int) -> tuple[float, list[float]]:
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), times
 
 
 # The 16->128 U-Net of the popular unofficial SR3 implementation (its default config:
@@ -70,7 +59,7 @@ def anchor_seconds_per_step(repeats: int) -> float:
     x, lr_up = torch.randn(1, 3, 128, 128), torch.randn(1, 3, 128, 128)
     with torch.inference_mode():
         model(x, torch.rand(1), lr_up)  # warm-up
-        return median_seconds(lambda: model(x, torch.rand(1), lr_up), repeats)[0]
+        return timed_runs(lambda: model(x, torch.rand(1), lr_up), repeats, warm_up=False)[0]
 
 
 def main() -> None:
@@ -95,8 +84,8 @@ def main() -> None:
     for dtype in ([torch.bfloat16] if bf16 else []) + [torch.float32]:
         pipe.bf16 = dtype == torch.bfloat16
         upscale(lr[..., :64, :64], steps=2)  # warm-up (oneDNN primitive creation)
-        seconds, times = median_seconds(lambda: upscale(lr), args.repeats)
-        small, _ = median_seconds(lambda: upscale(lr[..., :32, :32]), args.repeats)
+        seconds, times = timed_runs(lambda: upscale(lr), args.repeats, warm_up=False)
+        small, _ = timed_runs(lambda: upscale(lr[..., :32, :32]), args.repeats, warm_up=False)
         with FlopCounterMode(display=False) as counter:  # one whole default run (a predictor runs once)
             upscale(lr)
         flops = counter.get_total_flops()

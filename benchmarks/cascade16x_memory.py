@@ -1,4 +1,4 @@
-"""Peak resident memory of ``sr3 upscale --scale 16`` (the shipped cascade) taking 256x256 to 4096x4096.
+"""Peak resident memory of ``sr3 upscale --scale 16`` (the shipped 16x cascade) taking 256x256 to 4096x4096.
 
 Runs ``python -m sr3 upscale IMAGE --scale 16 --steps N`` as a child process, samples its
 resident set (``/proc/PID/status`` VmRSS) every 50 ms, and also reports the kernel's peak
@@ -7,8 +7,8 @@ The input is a seeded random-noise 256x256 PNG (content does not change memory).
 
 Memory does not depend on the step count: every step runs the same tiles through the same
 network and keeps only the current state, so ``--steps 1`` measures the same peak as the
-default 20 in a twentieth of the time.  Tiling comes from the cascade's cascade.json
-(tile 256, overlap 32 on both stages) unless ``--tile`` is given.
+default in a fraction of the time.  Tiling comes from the cascade's cascade.json
+(sr3/weights/cascade-16x: tiles of 1024 output px on both stages) unless ``--tile`` is given.
 
     python benchmarks/cascade16x_memory.py --steps 1 --out benchmarks/results/cascade16x_memory.json
 """

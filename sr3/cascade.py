@@ -37,6 +37,7 @@ from .degradation import upsample
 from .diffusion import Conditioning
 from .errors import UserError
 from .pipeline import lr_multiple, pad_to_multiple
+from .predict_refine import BicubicAnchor, load_anchor
 from .samplers import PerSampleNoise
 from .sampling import check_tile, count_evaluations, sample
 
@@ -114,6 +115,9 @@ class Stage:
     model: torch.nn.Module
     config: Config
     settings: StageSettings
+    anchor: BicubicAnchor = dataclasses.field(default_factory=BicubicAnchor)
+    """What turns the bicubic conditioning into the stage's own (sr3/predict_refine.py): unchanged, or the
+    output of the predictor of a predict-and-refine stage (such as the default 4x model)."""
 
     @property
     def is_base(self) -> bool:
@@ -152,11 +156,9 @@ class Cascade:
             raise UserError(f"{self.root / CASCADE_FILE}: a cascade needs at least one stage")
         self.stages = []
         for s in self.config.stages:
-            model, cfg = load_model_dir(resolve_model_dir(self.root / s.model), self.device)
-            if cfg.diffusion.anchor != "bicubic":  # a refiner's predictor is not run by cascades (yet)
-                raise UserError(f"{self.root / s.model}: predict-and-refine models cannot be cascade stages yet; "
-                                "use an SR3 model with diffusion.anchor = bicubic (e.g. sr3/weights/sr3-4x)")
-            self.stages.append(Stage(s.model, model, cfg, s))
+            folder = resolve_model_dir(self.root / s.model)
+            model, cfg = load_model_dir(folder, self.device)
+            self.stages.append(Stage(s.model, model, cfg, s, load_anchor(folder, cfg, self.device)))
         self._validate()
 
     def with_config(self, config: CascadeConfig) -> "Cascade":
@@ -293,6 +295,7 @@ class Cascade:
             scale = st.config.data.scale
             hp, wp = (-(-n // m) * m * scale for n in (h, w))
             total += count_evaluations(st.config, st.settings.sampling, hp, wp, self._stop_level(self.stages.index(st)))
+            total += st.anchor.count_evaluations(hp, wp, st.settings.sampling)
             h, w = h * scale, w * scale
         return total
 
@@ -324,6 +327,8 @@ class Cascade:
                 lr_upsampled=upsample(padded, scale),
                 class_label=labels if st.config.model.num_classes else None,
                 aug_level=torch.full((x.shape[0],), float(s)) if st.config.model.aug_level_conditioning else None)
+            with torch.inference_mode():  # a predict-and-refine stage conditions on its predictor's output
+                cond = st.anchor(cond, st.settings.sampling, self.device, self.bf16)
             x = self._sample(i, cond, cond.lr_upsampled.shape, stage_seeds(seeds, i), self._stop_level(i),
                              progress, callback)[..., :h * scale, :w * scale]
             outputs.append(x)

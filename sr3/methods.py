@@ -29,11 +29,12 @@ from .raisr import RAISR, load_raisr
 from .sampling import check_guidance
 
 DEFAULT_CLASSIC_SCALE = 4
-DEFAULT_CASCADE_DIR = WEIGHTS_DIR / "cascade-16x"
-"""The shipped 16x cascade: the shipped 4x SR3 model applied twice, with no conditioning
-augmentation (a baseline; see its model_card.json).  ``--scale 16`` with the default sr3
-model, and ``--method cascade`` without a directory, use it."""
-CASCADE_SCALE = 16
+SHIPPED_CASCADES = {16: WEIGHTS_DIR / "cascade-16x", 8: WEIGHTS_DIR / "cascade-8x"}
+"""The shipped photo cascades by total scale: the default 4x model, then a second stage (4x for
+16x, 2x for 8x) trained with CDM's conditioning augmentation (each directory's model_card.json).
+``--scale 16`` / ``--scale 8`` with the default sr3 model use them."""
+DEFAULT_CASCADE_DIR = SHIPPED_CASCADES[16]
+"""What ``--method cascade`` without a directory runs."""
 
 
 @dataclass(frozen=True)
@@ -185,20 +186,15 @@ def model_method(kind: str, objective: str, default_dir: Path) -> Callable[[Meth
 
 
 def shipped_sr3_at(options: MethodOptions) -> Upscaler | None:
-    """The shipped diffusion models at ``options.scale``: 16x is the shipped cascade (4x twice);
-    8x is refused (no 2x diffusion stage ships); None = the shipped 4x model handles (or refuses) it."""
-    if options.scale == CASCADE_SCALE:
-        return CascadeUpscaler(_load_shipped_cascade(options), name="sr3")
-    if options.scale == 8:
-        raise UserError("--method sr3: the shipped model upscales 4x, not 8x, and no 2x diffusion stage ships to "
-                        "chain with it; pass --scale 4 or --scale 16 (4x twice), --method bicubic or raisr "
-                        "--scale 8, or --cascade DIR with your own 8x stages")
+    """The shipped diffusion models at ``options.scale``: 8x and 16x are the shipped cascades;
+    None = the shipped 4x model handles (or refuses) it."""
+    if options.scale in SHIPPED_CASCADES:
+        return CascadeUpscaler(_load_shipped_cascade(options, SHIPPED_CASCADES[options.scale]), name="sr3")
     return None
 
 
-def _load_shipped_cascade(options: MethodOptions) -> Cascade:
-    return load_cascade(DEFAULT_CASCADE_DIR, device=options.device, sampling_overrides=options.sampling,
-                        bf16=options.bf16)
+def _load_shipped_cascade(options: MethodOptions, root: Path = DEFAULT_CASCADE_DIR) -> Cascade:
+    return load_cascade(root, device=options.device, sampling_overrides=options.sampling, bf16=options.bf16)
 
 
 def cascade_method(options: MethodOptions) -> Upscaler:

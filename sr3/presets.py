@@ -8,6 +8,8 @@
 * ``cpu-4x-predictor`` and ``cpu-4x-refine``: the default 4x model, a regression predictor and a
   diffusion refiner of its residual (sr3/predict_refine.py), both computing at LR resolution
   (``model.pixel_unshuffle = 4``).
+* ``cpu-4x-stage2``, ``cpu-4x-stage2-noaug``, ``cpu-2x-stage2``: second stages of the shipped 16x and
+  8x photo cascades, trained with (and, for comparison, without) CDM conditioning augmentation.
 * ``faces-16-128`` and ``natural-64-256``: the SR3 paper's architectures (App. A,
   Table "Task / channel dim / multipliers / ResNet blocks": 128 channels, 3 blocks,
   multipliers (1,2,4,8,8) for 16->128 and (1,2,4,4,8,8) for 64->256, ~550-625 M
@@ -23,6 +25,10 @@ from .config import Config, DataConfig, DiffusionConfig, TrainConfig, UNetConfig
 CPU_4X_LOWRES_MODEL = UNetConfig(base_channels=64, channel_mult=(1, 1, 2), num_res_blocks=2, mid_attention=False,
                                  pixel_unshuffle=4)
 """The U-Net of the default 4x model's predictor and refiner: 5.2 M parameters, every block at LR resolution."""
+
+_STAGE2_DIFFUSION = DiffusionConfig(target="residual", residual_scale=8.0, prediction="v", loss="l1")
+_STAGE2_TRAIN = TrainConfig(steps=3000, batch_size=16, lr=5e-4, warmup_steps=100, ema_decay=0.999, log_every=25,
+                            sample_every=0, checkpoint_every=100, sample_steps=20)
 
 PRESETS: dict[str, Config] = {
     "tiny": Config(
@@ -61,6 +67,33 @@ PRESETS: dict[str, Config] = {
         data=DataConfig(scale=4, crop_size=128, downscale_max=4.0),
         train=TrainConfig(steps=4000, batch_size=16, lr=5e-4, warmup_steps=100, ema_decay=0.999, log_every=25,
                           sample_every=0, checkpoint_every=100, sample_steps=4),
+    ),
+    # Second stages of the shipped photo cascades (sr3/weights/cascade-16x, cascade-8x): SR3 stages that run
+    # on the *output* of the default 4x model.  CDM's conditioning augmentation (sr3/augment.py) on their LR
+    # input: amortised Gaussian noise, level s ~ U[0, 0.2] embedded in the U-Net (the level used at sampling
+    # time is chosen afterwards with sr3 sweep), and Gaussian blur on half the examples (CDM Sec. 4.1 uses
+    # blur at its high-resolution stage; these stages make 512-1024 px outputs).  The residual to the
+    # (augmented) bicubic input has std ~0.075 at 4x and ~0.047 at 2x on the training crops, hence
+    # residual_scale 8.  "-noaug" is the same stage without augmentation, for the on/off comparison.
+    "cpu-4x-stage2": Config(
+        model=replace(CPU_4X_LOWRES_MODEL, aug_level_conditioning=True),
+        diffusion=_STAGE2_DIFFUSION,
+        data=DataConfig(scale=4, crop_size=128, downscale_max=4.0, aug_noise_max=0.2, aug_blur_prob=0.5),
+        train=_STAGE2_TRAIN,
+    ),
+    "cpu-4x-stage2-noaug": Config(
+        model=replace(CPU_4X_LOWRES_MODEL, aug_level_conditioning=True),
+        diffusion=_STAGE2_DIFFUSION,
+        data=DataConfig(scale=4, crop_size=128, downscale_max=4.0),
+        train=_STAGE2_TRAIN,
+    ),
+    # 2x: pixel_unshuffle 2 keeps every block at the LR resolution; 64 px crops give the same 32 px LR
+    # (and about the same FLOPs per step) as the 4x stages' 128 px crops.
+    "cpu-2x-stage2": Config(
+        model=replace(CPU_4X_LOWRES_MODEL, aug_level_conditioning=True, pixel_unshuffle=2),
+        diffusion=_STAGE2_DIFFUSION,
+        data=DataConfig(scale=2, crop_size=64, downscale_max=4.0, aug_noise_max=0.2, aug_blur_prob=0.5),
+        train=_STAGE2_TRAIN,
     ),
     "faces-16-128": Config(
         model=UNetConfig(base_channels=128, channel_mult=(1, 2, 4, 8, 8), num_res_blocks=3, attention_levels=(3,),

@@ -23,9 +23,11 @@ from sr3.degradation import downsample, upsample
 from sr3.diffusion import Conditioning, Denoiser, add_noise
 from sr3.errors import UserError
 from sr3.labelled_data import LabelledDataset, read_idx
+from sr3.photo_protocol import photo_pairs, photo_scores, to_unit
 from sr3.sampling import sample
 from sr3.samplers import SAMPLERS, PerSampleNoise
 from sr3.schedules import inference_gammas
+from sr3.stlpips import load_stlpips
 from sr3.unet import UNet
 
 DIFF = DiffusionConfig(schedule="cosine", timesteps=100, prediction="v")
@@ -236,6 +238,33 @@ def test_sweep_reports_best(cascade_dir, idx_dir, tmp_path, capsys):
                  "--out", str(tmp_path / "sweep.json")]) == 0
     assert "best by fd:" in capsys.readouterr().out
     assert (tmp_path / "sweep.json").exists()
+
+
+def test_sweep_of_a_photo_cascade_scores_levels_on_central_crops(cascade_dir, image_folder, tmp_path, capsys):
+    """SR-only cascades are swept on photo crops: each level's row is the mean of photo_scores over the
+    crops (recomputed here for one level), the best row is the metric's optimum, photos smaller than
+    the crop are left out, and generation metrics are refused."""
+    root = tmp_path / "sr-only"
+    write_cascade(root, CascadeConfig(stages=(
+        StageSettings(str(cascade_dir / "sr1"), sampling=SamplingConfig(steps=2), scale=4),
+        StageSettings(str(cascade_dir / "sr2"), sampling=SamplingConfig(steps=2), scale=4))))
+    out = tmp_path / "sweep.json"
+    assert main(["sweep", "--cascade", str(root), "--data", str(image_folder), "--crop", "48", "--levels", "0", "0.4",
+                 "--no-progress", "--seed", "5", "--out", str(out)]) == 0
+    assert "3 photos (central 48 px crops, 3 px LR); 1 smaller photos left out" in capsys.readouterr().err
+    result = json.loads(out.read_text())
+    rows = {r["level"]: r for r in result["rows"]}
+    assert result["metric"] == "stlpips_alex"
+    assert result["best"] == min(result["rows"], key=lambda r: r["stlpips_alex"])
+    pairs, _ = photo_pairs(image_folder, 48, 16)
+    trial = Cascade(root)
+    trial = trial.with_config(trial.config.with_stage(1, aug_level=0.4))
+    stlpips = load_stlpips("alex")
+    scores = [photo_scores(to_unit(trial.upscale(p.lr * 2 - 1, [5 + k])), p, 16, stlpips) for k, p in enumerate(pairs)]
+    for name in ("psnr_rgb", "stlpips_alex", "consistency"):  # (NIQE needs larger images than these)
+        assert rows[0.4][name] == pytest.approx(np.mean([s[name] for s in scores]), rel=1e-5)
+    assert rows[0.4]["psnr_rgb"] != rows[0]["psnr_rgb"]  # the level reaches the last stage
+    assert main(["sweep", "--cascade", str(root), "--data", str(image_folder), "--metric", "fd"]) == 2
 
 
 # ------------------------------------------------------------------ refusals

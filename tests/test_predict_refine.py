@@ -6,9 +6,10 @@ import pytest
 import torch
 
 import sr3
+from sr3.cascade import Cascade, CascadeConfig, StageSettings, stage_seeds, write_cascade
 from sr3.checkpoint import load_model_dir
 from sr3.cli import main
-from sr3.config import Config, DiffusionConfig, UNetConfig
+from sr3.config import Config, DiffusionConfig, SamplingConfig, UNetConfig
 from sr3.data import ImageFolderDataset
 from sr3.errors import UserError
 from sr3.predict_refine import PREDICTOR_DIR, Predictor, load_predictor
@@ -139,3 +140,18 @@ def test_training_conditions_the_refiner_on_the_predictor(refiner_dir, image_fol
     dataset = ImageFolderDataset(image_folder, refiner_config.data.crop_size)
     train(refiner_config, dataset, tmp_path / "run", progress=False, predictor=Spy(loaded.model, loaded.config))
     assert calls == [True, True]
+
+
+def test_a_refiner_runs_as_a_cascade_stage_with_its_predictor(refiner_dir, tmp_path):
+    """The shipped photo cascades start with the default (predict-and-refine) model: as a cascade stage it
+    must give exactly what the pipeline gives, predictor included, with the cascade's per-stage seeds."""
+    model_dir, _ = refiner_dir
+    sampling = SamplingConfig(steps=2, tile=0)
+    write_cascade(tmp_path / "c", CascadeConfig(stages=(StageSettings(str(model_dir), sampling=sampling, scale=4),)))
+    cascade = Cascade(tmp_path / "c")
+    lr = torch.rand(2, 3, 8, 12) * 2 - 1
+    got = cascade.upscale(lr, seeds=[3, 4])
+    pipe = sr3.load(model_dir, bf16=False)
+    expected = pipe.upscale_tensor(lr, seed=stage_seeds([3, 4], 0), steps=2, tile=0)
+    assert torch.equal(got, expected)
+    assert cascade.count_upscale_evaluations(8, 12) == pipe.count_evaluations(8, 12, pipe.settings(steps=2, tile=0)) == 3

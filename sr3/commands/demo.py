@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..demo.app import DemoLimits, create_app, serve
 from ..errors import UserError
-from ..methods import MethodOptions, build_method
+from ..methods import SHIPPED_CASCADES, MethodOptions, build_method
 from ..web import check_bindable, is_loopback
 from .common import add_device_argument, check_device
 
@@ -28,10 +28,14 @@ def add_parser(subparsers) -> None:
 
 
 def build_methods(args: argparse.Namespace) -> dict:
-    """sr3, regression and bicubic at the SR3 model's scale, plus the cascade if given."""
+    """sr3, regression and bicubic at the SR3 model's scale, the shipped 8x and 16x cascades when sr3 is the
+    shipped model, plus the cascade if given."""
     device = check_device(args.device)
     sr3 = build_method("sr3", MethodOptions(model_dirs={"sr3": args.model} if args.model else {}, device=device))
     methods = {"sr3": sr3}
+    if not args.model:
+        for scale in sorted(SHIPPED_CASCADES):
+            methods[f"sr3-{scale}x"] = build_method("sr3", MethodOptions(scale=scale, device=device))
     regression = MethodOptions(scale=sr3.scale, device=device,
                                model_dirs={"regression": args.regression_model} if args.regression_model else {})
     methods["regression"] = build_method("regression", regression)

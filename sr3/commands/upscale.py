@@ -36,8 +36,8 @@ def add_parser(subparsers) -> None:
                    "e.g. two 4x stages for 16x (same as --method cascade --model DIR)")
     p.add_argument("--scale", type=int, default=None, help=f"upscaling factor for bicubic/raisr, 1-{MAX_CLASSIC_SCALE} "
                    "(default 4); learned methods know their own and refuse another, except that sr3 with its "
-                   "shipped model takes 16 (the shipped cascade: 4x twice, no-augmentation baseline); 8 is refused "
-                   "for sr3 (no 2x diffusion model ships)")
+                   "shipped model also takes 8 and 16 (the shipped cascades: the 4x model, then a 2x or 4x stage "
+                   "trained with conditioning augmentation)")
     add_sampling_arguments(p)
     p.add_argument("--seed", type=int, default=0, help="image k of the run uses seed + k")
     p.add_argument("--batch-size", type=int, default=1, help="images per batch (same-size images), >= 1")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import numpy as np
@@ -12,6 +13,7 @@ from PIL import Image
 from sr3.cascade import Cascade, CascadeConfig, StageSettings, load_cascade, stage_seeds, write_cascade
 from sr3.checkpoint import resolve_model_dir
 from sr3.cli import main
+from sr3.commands import demo as demo_command
 from sr3.errors import UserError
 from sr3.imageio import pil_to_tensor, tensor_to_pil
 from sr3.checkpoint import load_sampling_defaults
@@ -84,3 +86,10 @@ def test_cascade_method_and_other_scales(small_png, tmp_path, capsys):
     assert not (tmp_path / "never").exists()
     with pytest.raises(UserError, match="upscales 4x, not 16x"):  # only sr3's shipped model is routed to 16x
         build_method("regression", MethodOptions(scale=16))
+
+
+def test_demo_offers_the_shipped_cascades_beside_the_4x_model():
+    args = argparse.Namespace(model=None, regression_model=None, cascade=None, device="cpu")
+    methods = demo_command.build_methods(args)
+    assert {name: m.scale for name, m in methods.items()} == {"sr3": 4, "sr3-8x": 8, "sr3-16x": 16,
+                                                              "regression": 4, "bicubic": 4}

@@ -106,7 +106,8 @@ def main() -> None:
         row = {"image": pair.name, "methods": {}}
         t0 = time.perf_counter()
         sr = to_unit(upsample(lr, scale))
-        row["methods"]["bicubic"] = {**photo_scores(sr, pair, scale, stlpips), "seconds": time.perf_counter() - t0}
+        seconds = time.perf_counter() - t0
+        row["methods"]["bicubic"] = {**photo_scores(sr, pair, scale, stlpips), "seconds": seconds}
         for name, cascade in cascades.items():
             t0 = time.perf_counter()
             stages = [to_unit(x) for x in cascade.upscale_stages(lr, [index])]

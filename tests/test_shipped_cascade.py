@@ -93,3 +93,15 @@ def test_demo_offers_the_shipped_cascades_beside_the_4x_model():
     methods = demo_command.build_methods(args)
     assert {name: m.scale for name, m in methods.items()} == {"sr3": 4, "sr3-8x": 8, "sr3-16x": 16,
                                                               "regression": 4, "bicubic": 4}
+
+
+def test_save_steps_on_the_shipped_16x_cascade_frames_every_step_of_both_stages(small_png, tmp_path):
+    steps = tmp_path / "steps"
+    assert main(["upscale", str(small_png), "--scale", "16", "--out", str(tmp_path / "out"), "--save-steps",
+                 str(steps), "--no-progress"]) == 0
+    cascade = load_cascade(SHIPPED_CASCADES[16])
+    frames = sorted(p.name for p in (steps / "small").glob("stage*_step*.png"))
+    per_stage = [st.settings.sampling.steps for st in cascade.stages]  # 3 (default model) and 4 (stage 2)
+    assert frames == [f"stage{s}_step{i:03d}.png" for s, n in enumerate(per_stage) for i in range(n)]
+    assert Image.open(steps / "small" / frames[-1]).size == (192, 160)  # under 512 px: full size
+    assert (steps / "small" / "refinement.gif").stat().st_size > 0

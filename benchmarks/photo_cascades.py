@@ -90,8 +90,8 @@ def main() -> None:
     scale = args.scale
     pairs, too_small = photo_pairs(args.data, args.hr_side, scale, args.limit)
     sampling = {"steps": args.steps} if args.steps else {}
-    cascades = {name: load_cascade(folder, sampling_overrides=sampling, bf16=True)
-                for name, folder in parse_cascades(args.cascade).items()}
+    folders = parse_cascades(args.cascade)
+    cascades = {name: load_cascade(folder, sampling_overrides=sampling, bf16=True) for name, folder in folders.items()}
     for name, cascade in cascades.items():
         if cascade.total_scale != scale:
             raise SystemExit(f"--cascade {name}: it upscales {cascade.total_scale}x, not {scale}x")
@@ -143,9 +143,9 @@ def main() -> None:
         "protocol": f"HR = central {args.hr_side} px crop; LR = sr3.degradation.downsample(HR, {scale}), 8-bit; "
                     f"metrics on 8-bit outputs, PSNR border {scale}" + ("; span2 at 8x = SPAN x4 twice, then "
                                                                         "downsample 2" if scale == 8 else ""),
-        "cascades": {name: {"dir": str(folder), "sampling": [dict(vars(st.settings.sampling)) for st in c.stages],
+        "cascades": {name: {"dir": str(folders[name]), "sampling": [dict(vars(st.settings.sampling)) for st in c.stages],
                             "aug_levels": [st.settings.aug_level for st in c.stages]}
-                     for (name, folder), c in zip(parse_cascades(args.cascade).items(), cascades.values())},
+                     for name, c in cascades.items()},
         "reference": {"niqe_hr": float(np.mean([niqe(pair.hr[0]) for pair in pairs]))},
         "mean": means, "per_image": rows,
     }

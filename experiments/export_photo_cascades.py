@@ -35,7 +35,8 @@ from sr3.config import SamplingConfig, from_dict, read_json  # noqa: E402
 from sr3.pipeline import DEFAULT_MODEL_DIR  # noqa: E402
 from sr3.unet import count_parameters  # noqa: E402
 
-PRESETS = {"sr3-stage2-4x": "cpu-4x-stage2", "sr3-stage2-2x": "cpu-2x-stage2", "noaug": "cpu-4x-stage2-noaug"}
+STAGE_PRESETS = {"sr3-stage2-4x": "cpu-4x-stage2", "sr3-stage2-2x": "cpu-2x-stage2"}
+"""The preset each shipped second stage was trained with (cited in its model card)."""
 
 
 def stage_card(run: Path, preset: str, what: str) -> dict:
@@ -98,7 +99,7 @@ def main() -> None:
     stage2 = {"sr3-stage2-4x": (args.stage2_4x_run, 4), "sr3-stage2-2x": (args.stage2_2x_run, 2)}
     for name, (run, scale) in stage2.items():
         model, config = load_model_dir(run / "model")
-        card = stage_card(run, PRESETS[name], f"second stage ({scale}x) of the shipped {4 * scale}x photo cascade "
+        card = stage_card(run, STAGE_PRESETS[name], f"second stage ({scale}x) of the shipped {4 * scale}x photo cascade "
                           f"(../cascade-{4 * scale}x): SR3 of the residual to the bicubic upsampling of its input, "
                           "every U-Net block at LR resolution, trained with CDM conditioning augmentation")
         save_model_dir(args.weights / name, model, config, dtype=torch.bfloat16,

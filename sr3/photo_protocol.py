@@ -47,7 +47,8 @@ def to_unit(x: torch.Tensor) -> torch.Tensor:
 
 
 def photo_pairs(folder: Path, side: int, scale: int, limit: int | None = None) -> tuple[list[PhotoPair], int]:
-    """(pairs of the first ``limit`` eligible photos sorted by name, number of photos too small).
+    """(pairs of the first ``limit`` eligible photos sorted by name, number of photos left out as too small
+    before the limit was reached).
 
     side: HR crop side in px, a positive multiple of ``scale``; limit: None = all.
     """

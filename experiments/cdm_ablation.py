@@ -42,26 +42,31 @@ import time
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing sr3
 
+from sr3.atomic import atomic_write_bytes, atomic_write_text  # noqa: E402
 from sr3.cascade import Cascade, CascadeConfig, StageSettings  # noqa: E402
 from sr3.checkpoint import load_model_dir, save_model_dir  # noqa: E402
 from sr3.commands import train as train_command_module  # noqa: E402
 from sr3.config import SamplingConfig  # noqa: E402
 from sr3.diffusion import Conditioning  # noqa: E402
 from sr3.errors import UserError  # noqa: E402
-from sr3.fmnist_classifier import ClassifierExtractor, FashionCNN, save_classifier, train_classifier  # noqa: E402
+from sr3.fmnist_classifier import (ClassifierExtractor, FashionCNN, load_classifier, save_classifier,  # noqa: E402
+                                   train_classifier)
 from sr3.labelled_data import LabelledDataset  # noqa: E402
 from sr3.presets import PRESETS  # noqa: E402
 from sr3.metrics import (classification_accuracy, classification_accuracy_score, distribution_scores,  # noqa: E402
                          extract_features)
 from sr3.sampling import sample  # noqa: E402
 
-ARMS = {"none": "fmnist-sr16-32", "noise": "fmnist-sr16-32-noise", "blur": "fmnist-sr16-32-blur"}
+ARMS = {"none": "sr16-32", "noise": "sr16-32-noise", "blur": "sr16-32-blur"}  # preset names after the prefix
+RECIPES = {"gpu": "fmnist-", "cpu": "fmnist-cpu-"}
+"""Preset prefix of each recipe (sr3/presets.py): the GPU one (batch 256, minutes on an H200) and the one
+sized for a 2-core CPU (batch 64, smaller U-Nets, about 70 minutes of two cores)."""
+SAMPLING_STEPS = {"gpu": (50, 20), "cpu": (25, 10)}  # default DDIM steps (base, SR) of each recipe
 LEVELS = (0.1, 0.2, 0.3, 0.5)  # sampling-time levels s of the noise arm (trained on s ~ U[0, 0.6])
-GUIDANCE = (0.0, 0.5, 1.0, 2.0, 4.0)
 GUIDED_SR = ("noise", 0.2, False)  # the SR stage behind the guidance rows, chosen before any result
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571}  # Student t quantiles for 95% intervals
 
@@ -78,8 +83,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--seeds", type=int, default=3, help="training seeds per SR arm (>= 2 for intervals)")
     p.add_argument("--samples", type=int, default=5000, help="generated images per row (class-balanced)")
-    p.add_argument("--base-steps", type=int, default=50, help="DDIM steps of the base stages")
-    p.add_argument("--sr-steps", type=int, default=20, help="DDIM steps of the SR stage")
+    p.add_argument("--recipe", choices=tuple(RECIPES), default="gpu",
+                   help="gpu: the fmnist-* presets; cpu: the smaller fmnist-cpu-* presets (sr3/presets.py)")
+    p.add_argument("--base-steps", type=int, help="DDIM steps of the base stages (default: 50 gpu, 25 cpu)")
+    p.add_argument("--sr-steps", type=int, help="DDIM steps of the SR stage (default: 20 gpu, 10 cpu)")
+    p.add_argument("--guidance", type=lambda v: tuple(float(w) for w in v.split(",")), default=(0.0, 0.5, 1.0, 2.0, 4.0),
+                   help="comma-separated classifier-free guidance weights w >= 0 for the guidance rows")
     p.add_argument("--train-deadline-s", type=float, default=200.0, help="stop training after this many seconds")
     p.add_argument("--parallel", type=int, default=3, help="training processes at a time (>= 1)")
     p.add_argument("--calibrate-s", type=float, default=0.0,
@@ -93,11 +102,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 # ------------------------------------------------------------------ 1. training
-def training_runs(seeds: int) -> dict[str, tuple[str, int]]:
+def training_runs(seeds: int, recipe: str) -> dict[str, tuple[str, int]]:
     """run name -> (preset, training seed), in the order they are started."""
-    runs = {"base16": ("fmnist-base16", 0)}
-    runs.update({f"sr-{arm}-s{seed}": (preset, seed) for seed in range(seeds) for arm, preset in ARMS.items()})
-    runs["base32"] = ("fmnist-base32", 0)  # the side comparison last: it is the first left out at a deadline
+    prefix = RECIPES[recipe]
+    runs = {"base16": (prefix + "base16", 0)}
+    runs.update({f"sr-{arm}-s{seed}": (prefix + name, seed) for seed in range(seeds) for arm, name in ARMS.items()})
+    runs["base32"] = (prefix + "base32", 0)  # the side comparison last: it is the first left out at a deadline
     return runs
 
 
@@ -147,7 +157,8 @@ def plan_steps(rates: dict[str, float], startup_s: float, budget_s: float, paral
 def calibrate(args, runs_dir: Path, env: dict) -> dict:
     """Steps/s of base16, an SR run and base32 trained side by side for ``--calibrate-s`` seconds
     (the way the real runs will share the device), and their start-up time; the runs are discarded."""
-    kinds = {"base16": "fmnist-base16", "sr": ARMS["noise"], "base32": "fmnist-base32"}
+    prefix = RECIPES[args.recipe]
+    kinds = {"base16": prefix + "base16", "sr": prefix + ARMS["noise"], "base32": prefix + "base32"}
     t = time.perf_counter()
     procs = {kind: subprocess.Popen(train_command(preset, 0, args, runs_dir / f"calibrate-{kind}",
                                                   ["--steps", "1000000", "--train.log-every", "10"]),
@@ -178,7 +189,16 @@ def train_all(args, runs_dir: Path, t0: float) -> tuple[dict, dict | None]:
     seconds, loss curve) and the calibration (None without ``--calibrate-s``).  Processes on one
     GPU time-slice it: on an H200, 11 at once ran ~4 steps/s each
     (experiments/results/cdm_ablation_gpu_attempt1.json)."""
-    runs = training_runs(args.seeds)
+    runs = training_runs(args.seeds, args.recipe)
+    # Runs that finished earlier (an earlier session, or trained by hand with the same names) are kept, and
+    # runs stopped after a checkpoint continue from it: a recipe longer than one session is split across
+    # resumable invocations of this script.
+    finished = {n for n in runs if (runs_dir / n / "model" / "config.json").exists()}
+    recipe_file = runs_dir / "recipe.txt"
+    if recipe_file.exists() and recipe_file.read_text() != args.recipe:
+        raise SystemExit(f"{runs_dir}: holds runs of the {recipe_file.read_text()} recipe; "
+                         f"pass another --work for --recipe {args.recipe}")
+    atomic_write_text(recipe_file, args.recipe)
     # one thread each: several runs share the machine, and oversubscribed OpenMP threads spin-wait
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     calibration = None
@@ -186,21 +206,22 @@ def train_all(args, runs_dir: Path, t0: float) -> tuple[dict, dict | None]:
         calibration = calibrate(args, runs_dir, env)
         print(f"calibration: {calibration}", flush=True)
         if "error" not in calibration:
-            share = PRESETS[ARMS["none"]].train.steps / PRESETS["fmnist-base16"].train.steps
+            base_preset = PRESETS[RECIPES[args.recipe] + "base16"]
+            share = PRESETS[RECIPES[args.recipe] + ARMS["none"]].train.steps / base_preset.train.steps
             budget = args.train_deadline_s - (time.perf_counter() - t0)
             base, sr = plan_steps(calibration["steps_per_s"], calibration["startup_s"], budget, args.parallel,
-                                  args.seeds, share, 2 if args.smoke else PRESETS["fmnist-base16"].train.checkpoint_every)
+                                  args.seeds, share, 2 if args.smoke else base_preset.train.checkpoint_every)
             args.base_train_steps = args.base_train_steps or base
             args.sr_train_steps = args.sr_train_steps or sr
             calibration["planned"] = {"base_steps": args.base_train_steps, "sr_steps": args.sr_train_steps}
-    queue, procs = list(runs), {}
+    queue, procs = [n for n in runs if n not in finished], {}
     while time.perf_counter() - t0 < args.train_deadline_s:
         running = [n for n, p in procs.items() if p.poll() is None]
         while queue and len(running) < args.parallel:
             name = queue.pop(0)
             preset, seed = runs[name]
             steps = args.base_train_steps if name.startswith("base") else args.sr_train_steps
-            extra = ["--steps", str(steps)] if steps else []
+            extra = (["--steps", str(steps)] if steps else []) + (["--resume"] if checkpoint_step(runs_dir / name) else [])
             procs[name] = subprocess.Popen(train_command(preset, seed, args, runs_dir / name, extra),
                                            stdout=open(runs_dir / f"{name}.log", "w"), stderr=subprocess.STDOUT,
                                            env=env, start_new_session=True)
@@ -242,6 +263,7 @@ def train_all(args, runs_dir: Path, t0: float) -> tuple[dict, dict | None]:
         cfg = json.loads((model / "config.json").read_text())
         facts[name] = {"preset": runs[name][0], "seed": runs[name][1], "steps": cfg["train"]["steps"],
                        "batch": cfg["train"]["batch_size"], "stopped_at_deadline": name in stopped,
+                       "parameters": sum(t.numel() for t in load_file(str(model / "model.safetensors")).values()),
                        "train_seconds": curve[-1]["elapsed_s"] if curve else None,
                        "images_per_s": curve[-1]["images_per_s"] if curve else None,
                        "loss_curve": [(e["step"], round(e["loss"], 5)) for e in curve]}
@@ -252,12 +274,18 @@ def train_all(args, runs_dir: Path, t0: float) -> tuple[dict, dict | None]:
 class Judge:
     """FD/KID with the project's Fashion-MNIST classifier and CAS, against the real test set."""
 
-    def __init__(self, args, train32: LabelledDataset, test32: LabelledDataset, device):
+    def __init__(self, args, train32: LabelledDataset, test32: LabelledDataset, device, saved: Path):
+        """saved: the classifier's folder; trained there on the first call, loaded on later ones."""
         self.device, self.smoke = device, args.smoke
-        n_clf = min(512, len(train32)) if args.smoke else len(train32)
-        idx = torch.randperm(len(train32), generator=torch.Generator().manual_seed(0))[:n_clf]
-        self.classifier = train_classifier(train32.images_at(idx), train32.labels[idx], epochs=5 if args.smoke else 3,
-                                           seed=0, device=device)
+        if (saved / "model.safetensors").exists():
+            self.classifier = load_classifier(saved).to(device)
+        else:
+            n_clf = min(512, len(train32)) if args.smoke else len(train32)
+            idx = torch.randperm(len(train32), generator=torch.Generator().manual_seed(0))[:n_clf]
+            self.classifier = train_classifier(train32.images_at(idx), train32.labels[idx],
+                                               epochs=5 if args.smoke else 3, seed=0, device=device)
+            save_classifier(self.classifier.cpu(), saved)
+            self.classifier.to(device)
         n_test = min(256, len(test32)) if args.smoke else len(test32)
         self.test_x = test32.images_at(torch.arange(n_test)).to(device)
         self.test_y = test32.labels[:n_test]
@@ -290,22 +318,41 @@ def interval(values: list[float]) -> dict:
     return {"mean": mean, "ci95": T_975.get(n - 1, 1.96) * sd / math.sqrt(n), "sd": sd, "n": n, "values": values}
 
 
+def summarise(rows: dict, plan: list) -> dict:
+    """Each ablation row's mean and 95% interval over the training seeds measured so far."""
+    ablation = {}
+    for name, arm, level, truncated in plan:
+        values = [rows[k] for k in rows if k.startswith(name + "/")]
+        if values:
+            ablation[name] = {"arm": arm, "level": level, "truncated": truncated,
+                              **{m: interval([v[m] for v in values]) for m in ("fd", "kid", "cas_top1")}}
+    return ablation
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    base_steps, sr_steps = (3, 2) if args.smoke else SAMPLING_STEPS[args.recipe]
+    args.base_steps, args.sr_steps = args.base_steps or base_steps, args.sr_steps or sr_steps
     if args.smoke:
-        args.samples, args.base_steps, args.sr_steps, args.keep_samples = 40, 3, 2, 10
+        args.samples, args.keep_samples = 40, 10
     t0 = time.perf_counter()
     device = torch.device(args.device)
     out, runs_dir = args.out, args.work or args.out / "runs"
     out.mkdir(parents=True, exist_ok=True)
     runs_dir.mkdir(parents=True, exist_ok=True)
+    # Rows measured by an earlier invocation with the same settings are kept (a recipe longer than one
+    # session continues where it stopped); any other setting starts the rows afresh.
+    settings = {"recipe": args.recipe, "samples_per_row": args.samples, "base_steps": args.base_steps,
+                "sr_steps": args.sr_steps, "sampler": "ddim (eta 0), logsnr schedule"}
+    earlier = json.loads((out / "cdm_ablation.json").read_text()) if (out / "cdm_ablation.json").exists() else {}
+    resumed = earlier.get("settings") == settings
     report = {"command": "python experiments/cdm_ablation.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-              "torch": torch.__version__, "samples_per_row": args.samples, "base_steps": args.base_steps,
-              "sr_steps": args.sr_steps, "sampler": "ddim (eta 0), logsnr schedule"}
+              "torch": torch.__version__, "settings": settings, **settings,
+              "sessions": earlier.get("sessions", 0) + 1 if resumed else 1}
 
     def save_report():
-        (out / "cdm_ablation.json").write_text(json.dumps(report, indent=1) + "\n")
+        atomic_write_text(out / "cdm_ablation.json", json.dumps(report, indent=1) + "\n")
         print(f"[{time.perf_counter() - t0:.0f}s] report written", flush=True)
 
     report["training"], report["calibration"] = train_all(args, runs_dir, t0)
@@ -319,30 +366,39 @@ def main(argv=None) -> int:
 
     train32 = LabelledDataset(args.data, 32, split="train")
     test32 = LabelledDataset(args.data, 32, split="test")
-    judge = Judge(args, train32, test32, device)
+    judge = Judge(args, train32, test32, device, runs_dir / "classifier")
     report["feature_network"] = judge.extractor.name
     report["feature_classifier_test_top1"] = judge.classifier_top1
-    save_classifier(judge.classifier.cpu(), runs_dir / "classifier", {"test_top1": judge.classifier_top1})
-    judge.classifier.to(device)
 
     n_classes = train32.num_classes
     labels = torch.arange(n_classes).repeat_interleave(-(-args.samples // n_classes))[:args.samples]
     seeds = list(range(args.samples))  # the same seeds in every row: rows differ only in what is compared
-    rows, kept = {}, {"labels": labels.to(torch.uint8)}
+    rows = dict(earlier.get("rows", {})) if resumed else {}
+    kept = {"labels": labels.to(torch.uint8)}
+    if resumed and (out / "samples.safetensors").exists():
+        kept.update(load_file(str(out / "samples.safetensors")))
 
     def record(name: str, images: torch.Tensor, t: float, **facts):
         rows[name] = {**judge(images, labels), **facts, "seconds": round(time.perf_counter() - t, 2)}
         if name not in kept:
             grey = images[:args.keep_samples].mean(dim=1)  # the three channels are equal: keep one
             kept[name] = ((grey + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+        report["rows"] = rows
+        save_report()
+        atomic_write_bytes(out / "samples.safetensors", save({k: v.contiguous() for k, v in kept.items()}))
         print(f"[{time.perf_counter() - t0:.0f}s] {name}: fd {rows[name]['fd']:.2f} cas {rows[name]['cas_top1']:.3f}",
               flush=True)
 
+    def due(name: str) -> bool:
+        """Not measured yet, and time left to start it."""
+        return name not in rows and time.perf_counter() - t0 <= args.deadline_s
+
     # references: real training images (same count and labels) = the floor of FD, the CAS ceiling at this count
-    t = time.perf_counter()
-    per_class = [torch.nonzero(train32.labels == c)[:, 0] for c in range(n_classes)]
-    real_idx = torch.cat([per_class[c][:int((labels == c).sum())] for c in range(n_classes)])
-    record("real-train-images", train32.images_at(real_idx), t)
+    if due("real-train-images"):
+        t = time.perf_counter()
+        per_class = [torch.nonzero(train32.labels == c)[:, 0] for c in range(n_classes)]
+        real_idx = torch.cat([per_class[c][:int((labels == c).sum())] for c in range(n_classes)])
+        record("real-train-images", train32.images_at(real_idx), t)
 
     sampling = {"network_batching": "batched"}
     trained = report["training"]
@@ -354,46 +410,36 @@ def main(argv=None) -> int:
                           aug_level=level, truncated=truncated)))
         return Cascade(runs_dir, config, device=device, bf16=device.type == "cuda")
 
-    # the plan: (row name, arm, level, truncated); every arm at s = 0 first, then the noise arm's levels
+    # The plan: (row name, arm, level, truncated).  Every arm at s = 0 first, then the two base-only rows,
+    # then the noise arm's levels, then guidance: a deadline leaves out the least central rows.
     plan = [(f"{arm}-s0", arm, 0.0, False) for arm in ARMS]
-    plan += [(f"noise-s{s:g}-{'trunc' if tr else 'nontrunc'}", "noise", s, tr) for tr in (False, True) for s in LEVELS]
+    curve = [(f"noise-s{s:g}-{'trunc' if tr else 'nontrunc'}", "noise", s, tr) for tr in (False, True) for s in LEVELS]
     base_full = None
-    ablation = {}
-    for name, arm, level, truncated in plan:
-        for seed in range(args.seeds):
-            if time.perf_counter() - t0 > args.deadline_s:
-                break
-            run = f"sr-{arm}-s{seed}"
-            if run not in trained or "base16" not in trained:
-                continue
-            t = time.perf_counter()
-            c = cascade(run, level, truncated)
-            outs = c.generate(labels, seeds, base_images=None if truncated else base_full)
-            if not truncated:
-                base_full = outs[0]
-            record(f"{name}/seed{seed}", outs[-1], t, arm=arm, level=level, truncated=truncated, train_seed=seed)
-        values = [rows[k] for k in rows if k.startswith(name + "/")]
-        if values:
-            ablation[name] = {"arm": arm, "level": level, "truncated": truncated,
-                              **{m: interval([v[m] for v in values]) for m in ("fd", "kid", "cas_top1")}}
-        report.update(rows=rows, ablation=ablation)
+
+    def measure(part: list) -> None:
+        nonlocal base_full
+        for name, arm, level, truncated in part:
+            for seed in range(args.seeds):
+                run = f"sr-{arm}-s{seed}"
+                if not due(f"{name}/seed{seed}") or run not in trained or "base16" not in trained:
+                    continue
+                t = time.perf_counter()
+                outs = cascade(run, level, truncated).generate(labels, seeds,
+                                                               base_images=None if truncated else base_full)
+                if not truncated:
+                    base_full = outs[0]
+                record(f"{name}/seed{seed}", outs[-1], t, arm=arm, level=level, truncated=truncated, train_seed=seed)
+        report["ablation"] = summarise(rows, plan + curve)
         save_report()
-    if base_full is not None:
+
+    measure(plan)
+    if due("base16-only") and "base16" in trained:
         t = time.perf_counter()
+        if base_full is None:  # every s = 0 row was measured earlier: sample the base once more (same seeds)
+            base_full = cascade(next(n for n in trained if n.startswith("sr-")), 0.0, False).generate(labels, seeds)[0]
         record("base16-only", base_full, t)  # the base's own 16x16 samples (the classifier resizes to 32)
-
-    # classifier-free guidance: the base at weight w, then the fixed SR stage chosen in advance
-    arm, level, truncated = GUIDED_SR
-    for w in GUIDANCE:
-        if time.perf_counter() - t0 > args.deadline_s or f"sr-{arm}-s0" not in trained:
-            break
-        t = time.perf_counter()
-        outs = cascade(f"sr-{arm}-s0", level, truncated, guidance=w).generate(labels, seeds)
-        record(f"guidance-w{w:g}", outs[-1], t, guidance=w, sr=f"sr-{arm}-s0 at s={level:g}")
-    save_report()
-
     # base-only at 32x32 (the cascade's output size), same labels and seeds
-    if "base32" in trained and time.perf_counter() - t0 <= args.deadline_s:
+    if due("base32-only") and "base32" in trained:
         t = time.perf_counter()
         model, config = load_model_dir(runs_dir / "base32" / "model", device)
         with torch.inference_mode():
@@ -401,10 +447,21 @@ def main(argv=None) -> int:
                             SamplingConfig(steps=args.base_steps, **sampling), seeds, device=device,
                             bf16=device.type == "cuda").cpu()
         record("base32-only", images, t)
+    measure(curve)
 
+    # classifier-free guidance: the base at weight w, then the fixed SR stage chosen in advance
+    arm, level, truncated = GUIDED_SR
+    for w in args.guidance:
+        if not due(f"guidance-w{w:g}") or f"sr-{arm}-s0" not in trained:
+            continue
+        t = time.perf_counter()
+        outs = cascade(f"sr-{arm}-s0", level, truncated, guidance=w).generate(labels, seeds)
+        record(f"guidance-w{w:g}", outs[-1], t, guidance=w, sr=f"sr-{arm}-s0 at s={level:g}")
+
+    report["rows"] = rows
+    report["ablation"] = summarise(rows, plan + curve)
     report["total_s"] = round(time.perf_counter() - t0, 1)
     save_report()
-    save_file({k: v.contiguous() for k, v in kept.items()}, str(out / "samples.safetensors"))
     pack_weights(runs_dir, trained, out)
     print(f"done in {time.perf_counter() - t0:.0f} s", flush=True)
     return 0

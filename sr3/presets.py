@@ -161,3 +161,25 @@ PRESETS.update({
         train=_FMNIST_SR_TRAIN,
     ),
 })
+
+# The same cascade sized for a 2-core CPU (experiments/cdm_ablation.py --recipe cpu): every run trains on
+# one core, two at a time, the whole ablation in about 70 minutes of wall time.  Measured on one core of an
+# AVX-512 AMD EPYC at batch 64 in bf16 (/work notes, benchmarks/cdm_step_time.py --recipe cpu): the GPU
+# base above takes 1.18 s per step, this 1.4 M base 0.51 s; the SR stage computes at 16x16 (pixel
+# unshuffle 2, like the photo stages) and takes 0.29 s against 1.12 s for the GPU recipe's full-resolution
+# one.  The 32x32 base is the 16x16 base behind a pixel unshuffle of 2: the same blocks at the same
+# 16x16 size, so base-only vs cascade compares equal compute per step.  The SR stage's EMA decay is
+# shorter than the base's because it trains for fewer steps (the average must forget its random start).
+_FMNIST_CPU_BASE_MODEL = replace(_FMNIST_BASE_MODEL, base_channels=32, num_res_blocks=1, dropout=0.0)
+_FMNIST_CPU_TRAIN = replace(_FMNIST_TRAIN, batch_size=64, lr=7e-4, log_every=50)
+_FMNIST_CPU_SR_MODEL = replace(_FMNIST_SR_MODEL, base_channels=32, channel_mult=(1, 2), num_res_blocks=1,
+                               pixel_unshuffle=2)
+_FMNIST_CPU_SR_TRAIN = replace(_FMNIST_CPU_TRAIN, steps=1500, lr=1e-3, ema_decay=0.998, checkpoint_every=100)
+PRESETS.update({
+    "fmnist-cpu-base16": PRESETS["fmnist-base16"].replace(
+        model=_FMNIST_CPU_BASE_MODEL, train=replace(_FMNIST_CPU_TRAIN, steps=5000, class_dropout=0.1)),
+    "fmnist-cpu-base32": PRESETS["fmnist-base32"].replace(
+        model=replace(_FMNIST_CPU_BASE_MODEL, pixel_unshuffle=2), train=replace(_FMNIST_CPU_TRAIN, steps=3000, class_dropout=0.1)),
+    **{f"fmnist-cpu-sr16-32{arm}": PRESETS[f"fmnist-sr16-32{arm}"].replace(
+        model=_FMNIST_CPU_SR_MODEL, train=_FMNIST_CPU_SR_TRAIN) for arm in ("", "-noise", "-blur")},
+})

@@ -9,6 +9,7 @@ import tarfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -56,6 +57,34 @@ def test_smoke_run_trains_measures_and_packs(tmp_path, capsys):
         p.name for p in (tmp_path / "img").iterdir()}
     table = capsys.readouterr().out
     assert "| noise-s0.2-trunc | " in table and "| real training images (40) | " in table
+
+    # A second invocation (the next session of a recipe longer than one) keeps the finished runs and the
+    # measured rows: nothing is trained or sampled again.
+    weights = out / "runs" / "sr-blur-s1" / "model" / "model.safetensors"
+    before = weights.stat().st_mtime_ns
+    assert main(["--smoke", "--data", str(data), "--out", str(out), "--device", "cpu", "--seeds", "2"]) == 0
+    again = json.loads((out / "cdm_ablation.json").read_text())
+    assert again["sessions"] == 2 and weights.stat().st_mtime_ns == before
+    assert again["rows"] == rows and again["ablation"] == report["ablation"]
+    # other sampling settings measure every row afresh
+    assert main(["--smoke", "--data", str(data), "--out", str(out), "--device", "cpu", "--seeds", "2",
+                 "--sr-steps", "1", "--guidance", "1"]) == 0
+    third = json.loads((out / "cdm_ablation.json").read_text())
+    assert third["sessions"] == 1 and third["sr_steps"] == 1 and "guidance-w4" not in third["rows"]
+    assert third["rows"]["none-s0/seed0"] != rows["none-s0/seed0"]
+    # runs of one recipe are never mistaken for the other's
+    with pytest.raises(SystemExit, match="holds runs of the gpu recipe"):
+        main(["--smoke", "--data", str(data), "--out", str(out), "--device", "cpu", "--recipe", "cpu"])
+
+
+def test_cpu_recipe_arms_differ_only_in_augmentation():
+    from sr3.presets import PRESETS
+    none, noise, blur = (PRESETS[f"fmnist-cpu-sr16-32{a}"] for a in ("", "-noise", "-blur"))
+    assert noise.replace(data=none.data) == none and blur.replace(data=none.data) == none
+    assert (noise.data.aug_noise_max, blur.data.aug_blur_prob, none.data.aug_noise_max) == (0.6, 0.5, 0.0)
+    # the 32x32 base runs the 16x16 base's blocks behind a pixel unshuffle: equal compute per image
+    b16, b32 = PRESETS["fmnist-cpu-base16"].model, PRESETS["fmnist-cpu-base32"].model
+    assert b32.pixel_unshuffle == 2 and b16.pixel_unshuffle == 1
 
 
 def test_planned_steps_fit_the_budget():

@@ -11,6 +11,7 @@ on [0, 255]).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,7 +49,7 @@ def to_unit(x: torch.Tensor) -> torch.Tensor:
 
 def photo_pairs(folder: Path, side: int, scale: int, limit: int | None = None) -> tuple[list[PhotoPair], int]:
     """(pairs of the first ``limit`` eligible photos sorted by name, number of photos left out as too small
-    before the limit was reached).
+    before the limit was reached).  Unreadable files are skipped with a warning naming them.
 
     side: HR crop side in px, a positive multiple of ``scale``; limit: None = all.
     """
@@ -61,7 +62,11 @@ def photo_pairs(folder: Path, side: int, scale: int, limit: int | None = None) -
     for path in files:
         if limit is not None and len(pairs) >= limit:
             break
-        img = load_image(path).convert("RGB")
+        try:
+            img = load_image(path).convert("RGB")
+        except UserError as e:  # one unreadable photo never stops a benchmark or a sweep
+            warnings.warn(f"skipping {e}")
+            continue
         if min(img.size) < side:
             too_small += 1
             continue

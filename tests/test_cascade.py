@@ -5,6 +5,7 @@ written to tmp_path; nothing reads ../shared/data.
 """
 
 import json
+import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -265,6 +266,16 @@ def test_sweep_of_a_photo_cascade_scores_levels_on_central_crops(cascade_dir, im
         assert rows[0.4][name] == pytest.approx(np.mean([s[name] for s in scores]), rel=1e-5)
     assert rows[0.4]["psnr_rgb"] != rows[0]["psnr_rgb"]  # the level reaches the last stage
     assert main(["sweep", "--cascade", str(root), "--data", str(image_folder), "--metric", "fd"]) == 2
+
+
+def test_photo_pairs_skip_an_unreadable_photo(image_folder, tmp_path):
+    folder = tmp_path / "photos"
+    shutil.copytree(image_folder, folder)
+    (folder / "0-broken.png").write_bytes(b"not a png")
+    with pytest.warns(UserWarning, match="0-broken.png"):
+        pairs, too_small = photo_pairs(folder, 48, 16)
+    expected, expected_small = photo_pairs(image_folder, 48, 16)
+    assert [p.name for p in pairs] == [p.name for p in expected] and too_small == expected_small
 
 
 # ------------------------------------------------------------------ refusals

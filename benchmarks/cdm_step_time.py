@@ -1,11 +1,15 @@
 """Seconds per training step of the CDM Fashion-MNIST presets on this machine (JSON), and what the
 whole ablation recipe of experiments/cdm_ablation.py would cost here.
 
-    OMP_NUM_THREADS=1 python benchmarks/cdm_step_time.py     # one core, as the ablation's parallel runs use
+    OMP_NUM_THREADS=1 python benchmarks/cdm_step_time.py                 # the GPU recipe, one core
+    OMP_NUM_THREADS=1 python benchmarks/cdm_step_time.py --recipe cpu    # the CPU recipe (fmnist-cpu-*)
+
+One core, as the ablation's parallel runs use.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -19,7 +23,8 @@ from sr3.presets import PRESETS  # noqa: E402
 from sr3.unet import UNet  # noqa: E402
 from unet_speed import timed_runs  # noqa: E402  (this folder)
 
-RUNS = {"fmnist-base16": 1, "fmnist-base32": 1, "fmnist-sr16-32": 9}  # runs of each preset in the ablation
+RUNS = {"base16": 1, "base32": 1, "sr16-32": 9}  # runs of each preset in the ablation (after the recipe's prefix)
+PREFIX = {"gpu": "fmnist-", "cpu": "fmnist-cpu-"}  # as in experiments/cdm_ablation.py
 
 
 def step_seconds(name: str, repeats: int = 3) -> float:
@@ -41,13 +46,16 @@ def step_seconds(name: str, repeats: int = 3) -> float:
 
 
 def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--recipe", choices=tuple(PREFIX), default="gpu")
+    runs = {PREFIX[p.parse_args().recipe] + name: n for name, n in RUNS.items()}
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), "unknown CPU")
-    seconds = {name: step_seconds(name) for name in RUNS}
-    total = sum(seconds[name] * PRESETS[name].train.steps * n for name, n in RUNS.items())
+    seconds = {name: step_seconds(name) for name in runs}
+    total = sum(seconds[name] * PRESETS[name].train.steps * n for name, n in runs.items())
     print(json.dumps({"cpu": cpu, "threads": torch.get_num_threads(), "bf16": True,
                       "seconds_per_step": {k: round(v, 3) for k, v in seconds.items()},
-                      "batch": {k: PRESETS[k].train.batch_size for k in RUNS},
+                      "batch": {k: PRESETS[k].train.batch_size for k in runs},
                       "ablation_training_hours_one_run_at_a_time": round(total / 3600, 1)}, indent=2))
     return 0
 

@@ -371,7 +371,8 @@ def main(argv=None) -> int:
     report["feature_classifier_test_top1"] = judge.classifier_top1
 
     n_classes = train32.num_classes
-    labels = torch.arange(n_classes).repeat_interleave(-(-args.samples // n_classes))[:args.samples]
+    # 0, 1, ..., 9, 0, 1, ...: every prefix is class-balanced, so the samples kept for grids cover all classes
+    labels = torch.arange(n_classes).repeat(-(-args.samples // n_classes))[:args.samples]
     seeds = list(range(args.samples))  # the same seeds in every row: rows differ only in what is compared
     rows = dict(earlier.get("rows", {})) if resumed else {}
     kept = {"labels": labels.to(torch.uint8)}
@@ -396,8 +397,8 @@ def main(argv=None) -> int:
     # references: real training images (same count and labels) = the floor of FD, the CAS ceiling at this count
     if due("real-train-images"):
         t = time.perf_counter()
-        per_class = [torch.nonzero(train32.labels == c)[:, 0] for c in range(n_classes)]
-        real_idx = torch.cat([per_class[c][:int((labels == c).sum())] for c in range(n_classes)])
+        per_class = {c: iter(torch.nonzero(train32.labels == c)[:, 0].tolist()) for c in range(n_classes)}
+        real_idx = torch.tensor([next(per_class[c]) for c in labels.tolist()])  # image k has label k
         record("real-train-images", train32.images_at(real_idx), t)
 
     sampling = {"network_batching": "batched"}

@@ -9,6 +9,7 @@ RESULTS_DIR holds ``cdm_ablation.json`` and ``samples.safetensors``.  Writes:
   training seeds, with the no-augmentation and blur arms as horizontal references (the plot
   CDM draws for its Sec. 4.2-4.3 ablation);
 * ``cdm-guidance.png``: FD and CAS against the guidance weight w;
+* ``cdm-loss-curves.png``: the training loss of every run;
 * ``cdm-grid-<row>.png``: one row of 8 samples per class for the main rows;
 * the ablation table in Markdown on stdout.
 """
@@ -97,6 +98,25 @@ def plot_guidance(report: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def plot_loss_curves(report: dict, path: Path) -> None:
+    """Training loss against step for every run (SR runs one colour per arm): are they converging?"""
+    colours = {"base16": "black", "base32": "tab:purple", "sr-none": "grey", "sr-noise": "tab:blue",
+               "sr-blur": "tab:green"}
+    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=120)
+    for name, run in report["training"].items():
+        kind = name.rsplit("-s", 1)[0] if name.startswith("sr-") else name
+        steps, losses = zip(*run["loss_curve"]) if run["loss_curve"] else ((), ())
+        ax.plot(steps, losses, color=colours.get(kind, "tab:red"), lw=0.8, alpha=0.8,
+                label=kind if name.endswith(("-s0", "base16", "base32")) else None)
+    ax.set_yscale("log")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("training loss (logged mean)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def class_grids(samples: dict[str, torch.Tensor], img: Path, per_class: int = 8) -> list[Path]:
     labels = samples["labels"].long()
     written = []
@@ -120,6 +140,7 @@ def main(argv=None) -> int:
     args.img.mkdir(parents=True, exist_ok=True)
     plot_fd_vs_level(report, args.img / "cdm-fd-vs-s.png")
     plot_guidance(report, args.img / "cdm-guidance.png")
+    plot_loss_curves(report, args.img / "cdm-loss-curves.png")
     if (args.results / "samples.safetensors").exists():
         class_grids(load_file(str(args.results / "samples.safetensors")), args.img)
     print(table(report))

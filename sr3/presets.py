@@ -164,7 +164,7 @@ PRESETS.update({
 
 # The same cascade sized for a 2-core CPU (experiments/cdm_ablation.py --recipe cpu): every run trains on
 # one core, two at a time, the whole ablation in about 70 minutes of wall time.  Measured on one core of an
-# AVX-512 AMD EPYC at batch 64 in bf16 (/work notes, benchmarks/cdm_step_time.py --recipe cpu): the GPU
+# AVX-512 AMD EPYC at batch 64 in bf16 (benchmarks/cdm_step_time.py --recipe cpu): the GPU
 # base above takes 1.18 s per step, this 1.4 M base 0.51 s; the SR stage computes at 16x16 (pixel
 # unshuffle 2, like the photo stages) and takes 0.29 s against 1.12 s for the GPU recipe's full-resolution
 # one.  The 32x32 base is the 16x16 base behind a pixel unshuffle of 2: the same blocks at the same

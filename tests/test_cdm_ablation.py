@@ -48,12 +48,13 @@ def test_smoke_run_trains_measures_and_packs(tmp_path, capsys):
     # changes samples is tested in test_guidance.py: 4 tiny steps leave the class embedding unused)
     assert torch.equal(samples["guidance-w0"], samples["noise-s0.2-nontrunc/seed0"])
     assert samples["none-s0/seed0"].shape == (10, 32, 32) and samples["base16-only"].shape == (10, 16, 16)
+    assert samples["labels"][:10].tolist() == list(range(10))  # the kept samples cover every class
     with tarfile.open(out / "weights-sr-noise.tar") as tar:
         assert {"sr-noise-s0/model.safetensors", "sr-noise-s1/log.jsonl"} <= set(tar.getnames())
     # the figures and table of the README come from the same files
     plot = runpy.run_path(str(SCRIPT.with_name("plot_cdm_ablation.py")))["main"]
     assert plot([str(out), "--img", str(tmp_path / "img")]) == 0
-    assert {"cdm-fd-vs-s.png", "cdm-guidance.png", "cdm-grid-none-s0-seed0.png"} <= {
+    assert {"cdm-fd-vs-s.png", "cdm-guidance.png", "cdm-loss-curves.png", "cdm-grid-none-s0-seed0.png"} <= {
         p.name for p in (tmp_path / "img").iterdir()}
     table = capsys.readouterr().out
     assert "| noise-s0.2-trunc | " in table and "| real training images (40) | " in table

@@ -68,7 +68,7 @@ sized for a 2-core CPU (batch 64, smaller U-Nets, about 70 minutes of two cores)
 SAMPLING_STEPS = {"gpu": (50, 20), "cpu": (25, 10)}  # default DDIM steps (base, SR) of each recipe
 LEVELS = (0.1, 0.2, 0.3, 0.5)  # sampling-time levels s of the noise arm (trained on s ~ U[0, 0.6])
 GUIDED_SR = ("noise", 0.2, False)  # the SR stage behind the guidance rows, chosen before any result
-T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571}  # Student t quantiles for 95% intervals
+T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306}  # Student t quantiles for 95% intervals
 
 # --smoke: the same code path with tiny models and counts (CPU, seconds)
 SMOKE_TRAIN = ["--steps", "4", "--train.batch-size", "8", "--train.checkpoint-every", "2", "--train.bf16", "false",
@@ -97,6 +97,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--sr-train-steps", type=int, help="training steps of every SR run (default: the preset's)")
     p.add_argument("--deadline-s", type=float, default=330.0, help="skip rows that would start after this")
     p.add_argument("--keep-samples", type=int, default=500, help="samples per row (first seed) written out")
+    p.add_argument("--measure-only", action="store_true",
+                   help="train nothing: measure the runs that have finished (others may still be training)")
     p.add_argument("--smoke", action="store_true", help="tiny models and counts, for the CPU test")
     return p.parse_args(argv)
 
@@ -202,7 +204,7 @@ def train_all(args, runs_dir: Path, t0: float) -> tuple[dict, dict | None]:
     # one thread each: several runs share the machine, and oversubscribed OpenMP threads spin-wait
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     calibration = None
-    if args.calibrate_s > 0 and not (args.base_train_steps and args.sr_train_steps):
+    if args.calibrate_s > 0 and not (args.base_train_steps and args.sr_train_steps) and not args.measure_only:
         calibration = calibrate(args, runs_dir, env)
         print(f"calibration: {calibration}", flush=True)
         if "error" not in calibration:
@@ -214,7 +216,7 @@ def train_all(args, runs_dir: Path, t0: float) -> tuple[dict, dict | None]:
             args.base_train_steps = args.base_train_steps or base
             args.sr_train_steps = args.sr_train_steps or sr
             calibration["planned"] = {"base_steps": args.base_train_steps, "sr_steps": args.sr_train_steps}
-    queue, procs = [n for n in runs if n not in finished], {}
+    queue, procs = [] if args.measure_only else [n for n in runs if n not in finished], {}
     while time.perf_counter() - t0 < args.train_deadline_s:
         running = [n for n, p in procs.items() if p.poll() is None]
         while queue and len(running) < args.parallel:
@@ -318,6 +320,18 @@ def interval(values: list[float]) -> dict:
     return {"mean": mean, "ci95": T_975.get(n - 1, 1.96) * sd / math.sqrt(n), "sd": sd, "n": n, "values": values}
 
 
+def difference(a: dict, b: dict) -> dict | None:
+    """Mean of a minus mean of b with a 95% pooled-variance t-interval (independent training seeds):
+    the interval's half-width is the smallest difference this many seeds can resolve."""
+    if a["n"] < 2 or b["n"] < 2:
+        return None
+    df = a["n"] + b["n"] - 2
+    pooled = ((a["n"] - 1) * a["sd"] ** 2 + (b["n"] - 1) * b["sd"] ** 2) / df
+    half = T_975.get(df, 1.96) * math.sqrt(pooled * (1 / a["n"] + 1 / b["n"]))
+    diff = a["mean"] - b["mean"]
+    return {"diff": diff, "ci95": half, "resolved": abs(diff) > half}
+
+
 def summarise(rows: dict, plan: list) -> dict:
     """Each ablation row's mean and 95% interval over the training seeds measured so far."""
     ablation = {}
@@ -326,6 +340,10 @@ def summarise(rows: dict, plan: list) -> dict:
         if values:
             ablation[name] = {"arm": arm, "level": level, "truncated": truncated,
                               **{m: interval([v[m] for v in values]) for m in ("fd", "kid", "cas_top1")}}
+    reference = ablation.get("none-s0")
+    for name, row in ablation.items():  # every row against no augmentation, the question CDM asks
+        if reference is not None and name != "none-s0":
+            row["vs_none"] = {m: difference(row[m], reference[m]) for m in ("fd", "cas_top1")}
     return ablation
 
 

@@ -42,6 +42,10 @@ def test_smoke_run_trains_measures_and_packs(tmp_path, capsys):
     # each ablation row has one result per training seed and an interval over them
     noise = report["ablation"]["noise-s0.2-trunc"]
     assert noise["fd"]["n"] == 2 and noise["fd"]["ci95"] is not None
+    vs = noise["vs_none"]["fd"]  # pooled two-sample interval, df = 2: t = 4.303
+    none = report["ablation"]["none-s0"]["fd"]
+    assert vs["diff"] == pytest.approx(noise["fd"]["mean"] - none["mean"])
+    assert vs["ci95"] == pytest.approx(4.303 * ((noise["fd"]["sd"] ** 2 + none["sd"] ** 2) / 2) ** 0.5)
     assert {"guidance-w0", "guidance-w4", "base32-only", "base16-only"} <= set(rows)
     samples = load_file(str(out / "samples.safetensors"))
     # guidance w = 0 through the cascade is the unguided noise arm at s = 0.2 with seed 0 (whether guidance
@@ -76,6 +80,11 @@ def test_smoke_run_trains_measures_and_packs(tmp_path, capsys):
     # runs of one recipe are never mistaken for the other's
     with pytest.raises(SystemExit, match="holds runs of the gpu recipe"):
         main(["--smoke", "--data", str(data), "--out", str(out), "--device", "cpu", "--recipe", "cpu"])
+    # --measure-only trains nothing: with no finished run only the real-image reference is measured
+    fresh = tmp_path / "fresh"
+    assert main(["--smoke", "--data", str(data), "--out", str(fresh), "--device", "cpu", "--measure-only"]) == 0
+    only = json.loads((fresh / "cdm_ablation.json").read_text())
+    assert only["training"] == {} and set(only["rows"]) == {"real-train-images"}
 
 
 def test_cpu_recipe_arms_differ_only_in_augmentation():

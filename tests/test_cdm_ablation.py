@@ -63,6 +63,15 @@ def test_smoke_run_trains_measures_and_packs(tmp_path, capsys):
     table = capsys.readouterr().out
     assert "| noise-s0.2-trunc | " in table and "| real training images (40) | " in table
 
+    # the SR stage alone on real 16x16 test images (experiments/cdm_sr_on_real.py) uses the same runs
+    sr_on_real = runpy.run_path(str(SCRIPT.with_name("cdm_sr_on_real.py")))["main"]
+    assert sr_on_real(["--runs", str(out / "runs"), "--data", str(data), "--sr", "sr-none-s0", "sr-blur-s1",
+                       "--n", "20", "--steps", "2", "--out", str(tmp_path / "on_real.json")]) == 0
+    on_real = json.loads((tmp_path / "on_real.json").read_text())["rows"]
+    assert [r["row"] for r in on_real] == ["real 32x32 (same images)", "bicubic 16 -> 32", "sr-none-s0, 2 DDIM steps",
+                                           "sr-blur-s1, 2 DDIM steps"]
+    assert on_real[0]["fd"] < on_real[1]["fd"]  # the real images themselves are closest to the real set
+
     # A second invocation (the next session of a recipe longer than one) keeps the finished runs and the
     # measured rows: nothing is trained or sampled again.
     weights = out / "runs" / "sr-blur-s1" / "model" / "model.safetensors"

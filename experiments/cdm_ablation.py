@@ -392,13 +392,18 @@ def main(argv=None) -> int:
     # 0, 1, ..., 9, 0, 1, ...: every prefix is class-balanced, so the samples kept for grids cover all classes
     labels = torch.arange(n_classes).repeat(-(-args.samples // n_classes))[:args.samples]
     seeds = list(range(args.samples))  # the same seeds in every row: rows differ only in what is compared
-    rows = dict(earlier.get("rows", {})) if resumed else {}
+    trained = report["training"]
+    # a kept row must come from the same trained runs: one retrained for more steps is measured afresh
+    rows = {name: row for name, row in earlier.get("rows", {}).items() if resumed and "runs" in row
+            and all(trained.get(run, {}).get("steps") == steps for run, steps in row["runs"].items())}
     kept = {"labels": labels.to(torch.uint8)}
     if resumed and (out / "samples.safetensors").exists():
         kept.update(load_file(str(out / "samples.safetensors")))
 
-    def record(name: str, images: torch.Tensor, t: float, **facts):
-        rows[name] = {**judge(images, labels), **facts, "seconds": round(time.perf_counter() - t, 2)}
+    def record(name: str, images: torch.Tensor, t: float, runs: tuple[str, ...], **facts):
+        """runs: the trained runs that made the images (their steps are kept with the row)."""
+        rows[name] = {**judge(images, labels), **facts, "runs": {run: trained[run]["steps"] for run in runs},
+                      "seconds": round(time.perf_counter() - t, 2)}
         if name not in kept:
             grey = images[:args.keep_samples].mean(dim=1)  # the three channels are equal: keep one
             kept[name] = ((grey + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
@@ -417,10 +422,9 @@ def main(argv=None) -> int:
         t = time.perf_counter()
         per_class = {c: iter(torch.nonzero(train32.labels == c)[:, 0].tolist()) for c in range(n_classes)}
         real_idx = torch.tensor([next(per_class[c]) for c in labels.tolist()])  # image k has label k
-        record("real-train-images", train32.images_at(real_idx), t)
+        record("real-train-images", train32.images_at(real_idx), t, runs=())
 
     sampling = {"network_batching": "batched"}
-    trained = report["training"]
 
     def cascade(sr_run: str, level: float, truncated: bool, guidance: float = 0.0) -> Cascade:
         config = CascadeConfig(stages=(
@@ -447,7 +451,8 @@ def main(argv=None) -> int:
                                                                base_images=None if truncated else base_full)
                 if not truncated:
                     base_full = outs[0]
-                record(f"{name}/seed{seed}", outs[-1], t, arm=arm, level=level, truncated=truncated, train_seed=seed)
+                record(f"{name}/seed{seed}", outs[-1], t, runs=("base16", run), arm=arm, level=level,
+                       truncated=truncated, train_seed=seed)
         report["ablation"] = summarise(rows, plan + curve)
         save_report()
 
@@ -456,7 +461,7 @@ def main(argv=None) -> int:
         t = time.perf_counter()
         if base_full is None:  # every s = 0 row was measured earlier: sample the base once more (same seeds)
             base_full = cascade(next(n for n in trained if n.startswith("sr-")), 0.0, False).generate(labels, seeds)[0]
-        record("base16-only", base_full, t)  # the base's own 16x16 samples (the classifier resizes to 32)
+        record("base16-only", base_full, t, runs=("base16",))  # the base's own 16x16 samples (the classifier resizes to 32)
     # base-only at 32x32 (the cascade's output size), same labels and seeds
     if due("base32-only") and "base32" in trained:
         t = time.perf_counter()
@@ -465,7 +470,7 @@ def main(argv=None) -> int:
             images = sample(model, config, Conditioning(class_label=labels), (len(labels), 3, 32, 32),
                             SamplingConfig(steps=args.base_steps, **sampling), seeds, device=device,
                             bf16=device.type == "cuda").cpu()
-        record("base32-only", images, t)
+        record("base32-only", images, t, runs=("base32",))
     measure(curve)
 
     # classifier-free guidance: the base at weight w, then the fixed SR stage chosen in advance
@@ -475,7 +480,8 @@ def main(argv=None) -> int:
             continue
         t = time.perf_counter()
         outs = cascade(f"sr-{arm}-s0", level, truncated, guidance=w).generate(labels, seeds)
-        record(f"guidance-w{w:g}", outs[-1], t, guidance=w, sr=f"sr-{arm}-s0 at s={level:g}")
+        record(f"guidance-w{w:g}", outs[-1], t, runs=("base16", f"sr-{arm}-s0"), guidance=w,
+               sr=f"sr-{arm}-s0 at s={level:g}")
 
     report["rows"] = rows
     report["ablation"] = summarise(rows, plan + curve)

@@ -80,6 +80,15 @@ def test_smoke_run_trains_measures_and_packs(tmp_path, capsys):
     again = json.loads((out / "cdm_ablation.json").read_text())
     assert again["sessions"] == 2 and weights.stat().st_mtime_ns == before
     assert again["rows"] == rows and again["ablation"] == report["ablation"]
+    # a run trained further (here: its config says more steps) has its rows measured afresh, the others kept
+    config_file = out / "runs" / "sr-none-s0" / "model" / "config.json"
+    config = json.loads(config_file.read_text())
+    config["train"]["steps"] = 6
+    config_file.write_text(json.dumps(config))
+    assert main(["--smoke", "--data", str(data), "--out", str(out), "--device", "cpu", "--seeds", "2"]) == 0
+    longer = json.loads((out / "cdm_ablation.json").read_text())["rows"]
+    assert longer["none-s0/seed0"]["runs"] == {"base16": 4, "sr-none-s0": 6}
+    assert all(longer[k] == rows[k] for k in rows if k != "none-s0/seed0")
     # other sampling settings measure every row afresh
     assert main(["--smoke", "--data", str(data), "--out", str(out), "--device", "cpu", "--seeds", "2",
                  "--sr-steps", "1", "--guidance", "1"]) == 0

@@ -53,7 +53,7 @@ def print_gains(metrics_json: Path, reference: str, keys: list[str]) -> None:
     for r in rows:
         by_method.setdefault(r["method"], {})[r["image"]] = r
     base = by_method[reference]
-    print(f"| method | n | " + " | ".join(f"{LABELS.get(k, k)} minus {reference}" for k in keys)
+    print("| method | n | " + " | ".join(f"{LABELS.get(k, k)} minus {reference}" for k in keys)
           + f" | images where {keys[0]} is higher |")
     print("|---|---:|" + "---:|" * (len(keys) + 1))
     for name, mine in by_method.items():

@@ -19,12 +19,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sr3.diffusion import Conditioning, network_output  # noqa: E402
-from sr3.presets import PRESETS  # noqa: E402
+from sr3.presets import FMNIST_RECIPES, PRESETS  # noqa: E402
 from sr3.unet import UNet  # noqa: E402
 from unet_speed import timed_runs  # noqa: E402  (this folder)
 
 RUNS = {"base16": 1, "base32": 1, "sr16-32": 9}  # runs of each preset in the ablation (after the recipe's prefix)
-PREFIX = {"gpu": "fmnist-", "cpu": "fmnist-cpu-"}  # as in experiments/cdm_ablation.py
 
 
 def step_seconds(name: str, repeats: int = 3) -> float:
@@ -47,8 +46,8 @@ def step_seconds(name: str, repeats: int = 3) -> float:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--recipe", choices=tuple(PREFIX), default="gpu")
-    runs = {PREFIX[p.parse_args().recipe] + name: n for name, n in RUNS.items()}
+    p.add_argument("--recipe", choices=tuple(FMNIST_RECIPES), default="gpu")
+    runs = {FMNIST_RECIPES[p.parse_args().recipe] + name: n for name, n in RUNS.items()}
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), "unknown CPU")
     seconds = {name: step_seconds(name) for name in runs}

@@ -56,15 +56,14 @@ from sr3.errors import UserError  # noqa: E402
 from sr3.fmnist_classifier import (ClassifierExtractor, FashionCNN, load_classifier, save_classifier,  # noqa: E402
                                    train_classifier)
 from sr3.labelled_data import LabelledDataset  # noqa: E402
-from sr3.presets import PRESETS  # noqa: E402
+from sr3.presets import FMNIST_RECIPES, PRESETS  # noqa: E402
 from sr3.metrics import (classification_accuracy, classification_accuracy_score, distribution_scores,  # noqa: E402
                          extract_features)
 from sr3.sampling import sample  # noqa: E402
 
 ARMS = {"none": "sr16-32", "noise": "sr16-32-noise", "blur": "sr16-32-blur"}  # preset names after the prefix
-RECIPES = {"gpu": "fmnist-", "cpu": "fmnist-cpu-"}
-"""Preset prefix of each recipe (sr3/presets.py): the GPU one (batch 256, minutes on an H200) and the one
-sized for a 2-core CPU (batch 64, smaller U-Nets, about 70 minutes of two cores)."""
+# The recipes (sr3.presets.FMNIST_RECIPES): gpu = batch 256, minutes on an H200; cpu = batch 64, smaller
+# U-Nets, 179 core-minutes of a 2-core CPU for the whole ablation.
 SAMPLING_STEPS = {"gpu": (50, 20), "cpu": (25, 10)}  # default DDIM steps (base, SR) of each recipe
 LEVELS = (0.1, 0.2, 0.3, 0.5)  # sampling-time levels s of the noise arm (trained on s ~ U[0, 0.6])
 GUIDED_SR = ("noise", 0.2, False)  # the SR stage behind the guidance rows, chosen before any result
@@ -83,7 +82,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--seeds", type=int, default=3, help="training seeds per SR arm (>= 2 for intervals)")
     p.add_argument("--samples", type=int, default=5000, help="generated images per row (class-balanced)")
-    p.add_argument("--recipe", choices=tuple(RECIPES), default="gpu",
+    p.add_argument("--recipe", choices=tuple(FMNIST_RECIPES), default="gpu",
                    help="gpu: the fmnist-* presets; cpu: the smaller fmnist-cpu-* presets (sr3/presets.py)")
     p.add_argument("--base-steps", type=int, help="DDIM steps of the base stages (default: 50 gpu, 25 cpu)")
     p.add_argument("--sr-steps", type=int, help="DDIM steps of the SR stage (default: 20 gpu, 10 cpu)")
@@ -106,7 +105,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 # ------------------------------------------------------------------ 1. training
 def training_runs(seeds: int, recipe: str) -> dict[str, tuple[str, int]]:
     """run name -> (preset, training seed), in the order they are started."""
-    prefix = RECIPES[recipe]
+    prefix = FMNIST_RECIPES[recipe]
     runs = {"base16": (prefix + "base16", 0)}
     runs.update({f"sr-{arm}-s{seed}": (prefix + name, seed) for seed in range(seeds) for arm, name in ARMS.items()})
     runs["base32"] = (prefix + "base32", 0)  # the side comparison last: it is the first left out at a deadline
@@ -159,7 +158,7 @@ def plan_steps(rates: dict[str, float], startup_s: float, budget_s: float, paral
 def calibrate(args, runs_dir: Path, env: dict) -> dict:
     """Steps/s of base16, an SR run and base32 trained side by side for ``--calibrate-s`` seconds
     (the way the real runs will share the device), and their start-up time; the runs are discarded."""
-    prefix = RECIPES[args.recipe]
+    prefix = FMNIST_RECIPES[args.recipe]
     kinds = {"base16": prefix + "base16", "sr": prefix + ARMS["noise"], "base32": prefix + "base32"}
     t = time.perf_counter()
     procs = {kind: subprocess.Popen(train_command(preset, 0, args, runs_dir / f"calibrate-{kind}",
@@ -208,8 +207,8 @@ def train_all(args, runs_dir: Path, t0: float) -> tuple[dict, dict | None]:
         calibration = calibrate(args, runs_dir, env)
         print(f"calibration: {calibration}", flush=True)
         if "error" not in calibration:
-            base_preset = PRESETS[RECIPES[args.recipe] + "base16"]
-            share = PRESETS[RECIPES[args.recipe] + ARMS["none"]].train.steps / base_preset.train.steps
+            base_preset = PRESETS[FMNIST_RECIPES[args.recipe] + "base16"]
+            share = PRESETS[FMNIST_RECIPES[args.recipe] + ARMS["none"]].train.steps / base_preset.train.steps
             budget = args.train_deadline_s - (time.perf_counter() - t0)
             base, sr = plan_steps(calibration["steps_per_s"], calibration["startup_s"], budget, args.parallel,
                                   args.seeds, share, 2 if args.smoke else base_preset.train.checkpoint_every)

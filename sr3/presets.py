@@ -163,13 +163,18 @@ PRESETS.update({
 })
 
 # The same cascade sized for a 2-core CPU (experiments/cdm_ablation.py --recipe cpu): every run trains on
-# one core, two at a time, the whole ablation in about 70 minutes of wall time.  Measured on one core of an
-# AVX-512 AMD EPYC at batch 64 in bf16 (benchmarks/cdm_step_time.py --recipe cpu): the GPU
-# base above takes 1.18 s per step, this 1.4 M base 0.51 s; the SR stage computes at 16x16 (pixel
-# unshuffle 2, like the photo stages) and takes 0.29 s against 1.12 s for the GPU recipe's full-resolution
-# one.  The 32x32 base is the 16x16 base behind a pixel unshuffle of 2: the same blocks at the same
-# 16x16 size, so base-only vs cascade compares equal compute per step.  The SR stage's EMA decay is
-# shorter than the base's because it trains for fewer steps (the average must forget its random start).
+# one core, two at a time; the first full run took 179 core-minutes (the runs' train_seconds in
+# experiments/results/cdm_ablation_cpu.json).  One training step on one core of an AVX-512 AMD EPYC in
+# bf16 (benchmarks/cdm_step_time.py, JSON in benchmarks/results/): the GPU recipe's base 4.3 s at batch
+# 256, this 1.4 M base 0.70 s and this SR stage 0.40 s at batch 64 (these two measured beside a running
+# 2-thread evaluation, so slower than on a quiet core).  The SR stage computes at 16x16 (pixel unshuffle
+# 2, like the photo stages).  The 32x32 base is the 16x16 base behind a pixel unshuffle of 2: the same
+# blocks at the same 16x16 size, so base-only vs cascade compares equal compute per step.  The SR stage's
+# EMA decay is shorter than the base's because it trains for fewer steps (the average must forget its
+# random start).
+FMNIST_RECIPES = {"gpu": "fmnist-", "cpu": "fmnist-cpu-"}
+"""Preset-name prefix of each Fashion-MNIST cascade recipe: ``prefix + "base16"``, ``"base32"``,
+``"sr16-32"``, ``"sr16-32-noise"``, ``"sr16-32-blur"`` (experiments/cdm_ablation.py --recipe)."""
 _FMNIST_CPU_BASE_MODEL = replace(_FMNIST_BASE_MODEL, base_channels=32, num_res_blocks=1, dropout=0.0)
 _FMNIST_CPU_TRAIN = replace(_FMNIST_TRAIN, batch_size=64, lr=7e-4, log_every=50)
 _FMNIST_CPU_SR_MODEL = replace(_FMNIST_SR_MODEL, base_channels=32, channel_mult=(1, 2), num_res_blocks=1,

@@ -436,20 +436,25 @@ def main(argv=None) -> int:
     # then the noise arm's levels, then guidance: a deadline leaves out the least central rows.
     plan = [(f"{arm}-s0", arm, 0.0, False) for arm in ARMS]
     curve = [(f"noise-s{s:g}-{'trunc' if tr else 'nontrunc'}", "noise", s, tr) for tr in (False, True) for s in LEVELS]
-    base_full = None
+    # base outputs by (stop level, guidance weight): every row with the same pair shares them (the
+    # three seeds of a truncated row, every non-truncated row), so the base is sampled once for each
+    bases: dict[tuple[float, float], torch.Tensor] = {}
+
+    def generate(sr_run: str, level: float, truncated: bool, guidance: float = 0.0) -> list[torch.Tensor]:
+        chain = cascade(sr_run, level, truncated, guidance)
+        key = (chain.base_stop_level, guidance)
+        outs = chain.generate(labels, seeds, base_images=bases.get(key))
+        bases[key] = outs[0]
+        return outs
 
     def measure(part: list) -> None:
-        nonlocal base_full
         for name, arm, level, truncated in part:
             for seed in range(args.seeds):
                 run = f"sr-{arm}-s{seed}"
                 if not due(f"{name}/seed{seed}") or run not in trained or "base16" not in trained:
                     continue
                 t = time.perf_counter()
-                outs = cascade(run, level, truncated).generate(labels, seeds,
-                                                               base_images=None if truncated else base_full)
-                if not truncated:
-                    base_full = outs[0]
+                outs = generate(run, level, truncated)
                 record(f"{name}/seed{seed}", outs[-1], t, runs=("base16", run), arm=arm, level=level,
                        truncated=truncated, train_seed=seed)
         report["ablation"] = summarise(rows, plan + curve)
@@ -458,8 +463,9 @@ def main(argv=None) -> int:
     measure(plan)
     if due("base16-only") and "base16" in trained:
         t = time.perf_counter()
-        if base_full is None:  # every s = 0 row was measured earlier: sample the base once more (same seeds)
-            base_full = cascade(next(n for n in trained if n.startswith("sr-")), 0.0, False).generate(labels, seeds)[0]
+        base_full = bases.get((0.0, 0.0))  # the s = 0 rows' base samples (or the base sampled once more)
+        if base_full is None:
+            base_full = generate(next(n for n in trained if n.startswith("sr-")), 0.0, False)[0]
         record("base16-only", base_full, t, runs=("base16",))  # the base's own 16x16 samples (the classifier resizes to 32)
     # base-only at 32x32 (the cascade's output size), same labels and seeds
     if due("base32-only") and "base32" in trained:
@@ -478,7 +484,7 @@ def main(argv=None) -> int:
         if not due(f"guidance-w{w:g}") or f"sr-{arm}-s0" not in trained:
             continue
         t = time.perf_counter()
-        outs = cascade(f"sr-{arm}-s0", level, truncated, guidance=w).generate(labels, seeds)
+        outs = generate(f"sr-{arm}-s0", level, truncated, guidance=w)
         record(f"guidance-w{w:g}", outs[-1], t, runs=("base16", f"sr-{arm}-s0"), guidance=w,
                sr=f"sr-{arm}-s0 at s={level:g}")
 

@@ -250,8 +250,10 @@ class Cascade:
         """Base -> SR stages; returns every stage's output [B, C, R_i, R_i] in [-1, 1].
 
         labels: [B] class indices (None for an unconditional base); seeds: one per image.
-        base_images: reuse already-sampled full base outputs (the stage-2 input of a
-        non-truncated run does not depend on the level, so sweeps sample the base once).
+        base_images: the base stage's outputs from an earlier call with the same base settings,
+        labels, seeds and :attr:`base_stop_level`: full samples when stage 2 is not truncated
+        (its input does not depend on the level, so sweeps sample the base once), the noisy x_s
+        when it is truncated at s (the same for every SR stage truncated at s).
         """
         base = self.base
         if base is None:
@@ -265,7 +267,7 @@ class Cascade:
         shape = (len(seeds), base.config.model.image_channels, res, res)
         cond = Conditioning(class_label=labels)
         stop = self._stop_level(0)
-        if base_images is not None and stop == 0:
+        if base_images is not None:
             x = base_images
         else:
             x = self._sample(0, cond, shape, stage_seeds(seeds, 0), stop, progress, callback)
@@ -302,6 +304,12 @@ class Cascade:
     @property
     def total_scale(self) -> int:
         return math.prod(st.config.data.scale for st in self.sr_stages)
+
+    @property
+    def base_stop_level(self) -> float:
+        """Where the base stage's reverse process stops: stage 2's level s when it is truncated, else 0.
+        Two cascades with the same base settings and this level produce the same base outputs."""
+        return self._stop_level(0)
 
     def _stop_level(self, i: int) -> float:
         """Level at which stage i stops: the next stage's s if it is truncated, else 0 (full sample)."""

@@ -203,6 +203,11 @@ def test_truncated_and_non_truncated_conditioning(cascade_dir, monkeypatch):
                      stage_seeds(seeds, 0), stop_level=s)
     assert torch.allclose(fed_tru, x_s) and torch.equal(outs_tru[0], fed_tru)
     assert not torch.allclose(fed_tru, fed_non, atol=1e-3)
+    # an earlier call's base outputs at the same stop level stand in for sampling the base again
+    assert (non.base_stop_level, tru.base_stop_level) == (0.0, s)
+    again = tru.generate(labels, seeds, base_images=outs_tru[0])
+    assert all(torch.equal(a, b) for a, b in zip(again, outs_tru))
+    assert tru.generate(labels, seeds, base_images=torch.zeros_like(x_s))[0].eq(0).all()  # used, not resampled
 
 
 # ------------------------------------------------------------------ end to end
@@ -238,6 +243,25 @@ def test_sweep_reports_best(cascade_dir, idx_dir, tmp_path, capsys):
                  "--modes", "non-truncated", "truncated", "--n-per-class", "2", "--no-progress",
                  "--out", str(tmp_path / "sweep.json")]) == 0
     assert "best by fd:" in capsys.readouterr().out
+
+
+def test_sweep_samples_the_base_once_per_stop_level(cascade_dir, idx_dir, tmp_path, monkeypatch):
+    """Non-truncated trials share one full base sample; a truncated trial gets the base stopped at its own s."""
+    root = tmp_path / "two"
+    write_cascade(root, CascadeConfig(stages=(StageSettings(str(cascade_dir / "base"), sampling=SamplingConfig(steps=2)),
+                                              StageSettings(str(cascade_dir / "sr1"), sampling=SamplingConfig(steps=1)))))
+    calls, generate = [], Cascade.generate
+
+    def spy(self, labels, seeds, progress=None, base_images=None, callback=None):
+        outs = generate(self, labels, seeds, progress, base_images, callback)
+        calls.append((self.base_stop_level, base_images is not None))
+        return outs
+    monkeypatch.setattr(Cascade, "generate", spy)
+    assert main(["sweep", "--cascade", str(root), "--data", str(idx_dir), "--levels", "0.2", "0.3",
+                 "--modes", "non-truncated", "truncated", "--n-per-class", "1", "--no-progress",
+                 "--out", str(tmp_path / "sweep.json")]) == 0
+    # (base stop level, reused?) for non-truncated s = 0.2, 0.3, then truncated s = 0.2, 0.3
+    assert calls == [(0.0, False), (0.0, True), (0.2, False), (0.3, False)]
     assert (tmp_path / "sweep.json").exists()
 
 

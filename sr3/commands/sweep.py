@@ -94,7 +94,6 @@ def sweep_generation(args, cascade):
         raise UserError(f"--metric {metric} scores upscaled photos; a cascade with a base stage uses fd, kid or is")
     if args.n_per_class < 1:
         raise UserError("--n-per-class must be >= 1")
-    last = len(cascade.stages) - 1
     real = LabelledDataset(args.data, cascade.stages[-1].resolution,
                            channels=cascade.stages[-1].config.model.image_channels, split=args.split)
     extractor = load_classifier_extractor(args.classifier) if args.classifier else RandomConvExtractor()
@@ -104,13 +103,12 @@ def sweep_generation(args, cascade):
     real_feats, _ = extract_features(extractor, real.images_at(torch.arange(min(len(real), 2000))).add(1).div(2))
     progress = tqdm(unit="eval", disable=args.no_progress, file=sys.stderr)
     cc = cascade.base.config.model.num_classes > 0
-    base_images = None
+    bases = {}  # base outputs by stop level: every setting with the same level shares them
     rows = []
     for mode, level, trial in _trials(args, cascade):
         outs = trial.generate(labels if cc else None, seeds, progress=lambda: progress.update(1),
-                              base_images=base_images if last == 1 else None)
-        if mode == "non-truncated":
-            base_images = outs[0]
+                              base_images=bases.get(trial.base_stop_level))
+        bases[trial.base_stop_level] = outs[0]
         feats, logits = extract_features(extractor, outs[-1].add(1).div(2))
         sc = distribution_scores(real_feats, feats, extractor=extractor.name, fake_logits=logits,
                                  kid_subset_size=min(100, len(feats)), kid_subsets=20)

@@ -272,6 +272,26 @@ def train_all(args, runs_dir: Path, t0: float) -> tuple[dict, dict | None]:
 
 
 # ------------------------------------------------------------------ 2. measuring
+SAMPLING = {"network_batching": "batched"}  # batch invariance is not needed: every row uses the same batches
+
+
+def balanced_labels(n: int, classes: int) -> torch.Tensor:
+    """0, 1, ..., classes-1, 0, 1, ...: every prefix is class-balanced, so kept samples cover all classes."""
+    return torch.arange(classes).repeat(-(-n // classes))[:n]
+
+
+def fmnist_cascade(runs_dir: Path, base: str, sr: str, base_steps: int, sr_steps: int, level: float = 0.0,
+                   truncated: bool = False, guidance: float = 0.0, device=torch.device("cpu")) -> Cascade:
+    """The 16x16 base run ``base`` then the 16 -> 32 SR run ``sr`` (run folders inside ``runs_dir``),
+    DDIM with ``base_steps`` / ``sr_steps``; the SR stage conditioned at level ``level`` (truncated:
+    CDM Eq. 4, else Eq. 5) and the base guided with weight ``guidance``."""
+    config = CascadeConfig(stages=(
+        StageSettings(base, sampling=SamplingConfig(steps=base_steps, guidance=guidance, **SAMPLING)),
+        StageSettings(sr, sampling=SamplingConfig(steps=sr_steps, **SAMPLING), scale=2,
+                      aug_level=level, truncated=truncated)))
+    return Cascade(runs_dir, config, device=device, bf16=device.type == "cuda")
+
+
 class Judge:
     """FD/KID with the project's Fashion-MNIST classifier and CAS, against the real test set."""
 
@@ -387,9 +407,7 @@ def main(argv=None) -> int:
     report["feature_network"] = judge.extractor.name
     report["feature_classifier_test_top1"] = judge.classifier_top1
 
-    n_classes = train32.num_classes
-    # 0, 1, ..., 9, 0, 1, ...: every prefix is class-balanced, so the samples kept for grids cover all classes
-    labels = torch.arange(n_classes).repeat(-(-args.samples // n_classes))[:args.samples]
+    labels = balanced_labels(args.samples, train32.num_classes)
     seeds = list(range(args.samples))  # the same seeds in every row: rows differ only in what is compared
     trained = report["training"]
     # a kept row must come from the same trained runs: one retrained for more steps is measured afresh
@@ -419,18 +437,9 @@ def main(argv=None) -> int:
     # references: real training images (same count and labels) = the floor of FD, the CAS ceiling at this count
     if due("real-train-images"):
         t = time.perf_counter()
-        per_class = {c: iter(torch.nonzero(train32.labels == c)[:, 0].tolist()) for c in range(n_classes)}
+        per_class = {c: iter(torch.nonzero(train32.labels == c)[:, 0].tolist()) for c in range(train32.num_classes)}
         real_idx = torch.tensor([next(per_class[c]) for c in labels.tolist()])  # image k has label k
         record("real-train-images", train32.images_at(real_idx), t, runs=())
-
-    sampling = {"network_batching": "batched"}
-
-    def cascade(sr_run: str, level: float, truncated: bool, guidance: float = 0.0) -> Cascade:
-        config = CascadeConfig(stages=(
-            StageSettings("base16", sampling=SamplingConfig(steps=args.base_steps, guidance=guidance, **sampling)),
-            StageSettings(sr_run, sampling=SamplingConfig(steps=args.sr_steps, **sampling), scale=2,
-                          aug_level=level, truncated=truncated)))
-        return Cascade(runs_dir, config, device=device, bf16=device.type == "cuda")
 
     # The plan: (row name, arm, level, truncated).  Every arm at s = 0 first, then the two base-only rows,
     # then the noise arm's levels, then guidance: a deadline leaves out the least central rows.
@@ -441,7 +450,8 @@ def main(argv=None) -> int:
     bases: dict[tuple[float, float], torch.Tensor] = {}
 
     def generate(sr_run: str, level: float, truncated: bool, guidance: float = 0.0) -> list[torch.Tensor]:
-        chain = cascade(sr_run, level, truncated, guidance)
+        chain = fmnist_cascade(runs_dir, "base16", sr_run, args.base_steps, args.sr_steps, level, truncated, guidance,
+                               device)
         key = (chain.base_stop_level, guidance)
         outs = chain.generate(labels, seeds, base_images=bases.get(key))
         bases[key] = outs[0]
@@ -473,7 +483,7 @@ def main(argv=None) -> int:
         model, config = load_model_dir(runs_dir / "base32" / "model", device)
         with torch.inference_mode():
             images = sample(model, config, Conditioning(class_label=labels), (len(labels), 3, 32, 32),
-                            SamplingConfig(steps=args.base_steps, **sampling), seeds, device=device,
+                            SamplingConfig(steps=args.base_steps, **SAMPLING), seeds, device=device,
                             bf16=device.type == "cuda").cpu()
         record("base32-only", images, t, runs=("base32",))
     measure(curve)

@@ -63,6 +63,17 @@ def test_smoke_run_trains_measures_and_packs(tmp_path, capsys):
     table = capsys.readouterr().out
     assert "| noise-s0.2-trunc | " in table and "| real training images (40) | " in table
 
+    # one cascade scored on its own (experiments/cdm_best_cascade.py) gets the ablation's numbers for the same runs
+    best = runpy.run_path(str(SCRIPT.with_name("cdm_best_cascade.py")))["main"]
+    assert best(["--runs", str(out / "runs"), "--base", "base16", "--sr", "sr-blur-s0", "--classifier",
+                 str(out / "runs" / "classifier"), "--data", str(data), "--samples", "40", "--base-steps", "3",
+                 "--sr-steps", "2", "--guidance", "0", "1", "--out", str(tmp_path / "best.json"),
+                 "--img", str(tmp_path / "img")]) == 0
+    scored = json.loads((tmp_path / "best.json").read_text())
+    assert scored["rows"]["w0"]["fd"] == pytest.approx(rows["blur-s0/seed0"]["fd"], rel=1e-9)
+    assert scored["rows"]["real-train-images"]["fd"] == pytest.approx(rows["real-train-images"]["fd"], rel=1e-9)
+    assert scored["training"]["sr-blur-s0"]["steps"] == 4 and (tmp_path / "img" / "cdm-best-grid-w1.png").exists()
+
     # the SR stage alone on real 16x16 test images (experiments/cdm_sr_on_real.py) uses the same runs
     sr_on_real = runpy.run_path(str(SCRIPT.with_name("cdm_sr_on_real.py")))["main"]
     assert sr_on_real(["--runs", str(out / "runs"), "--data", str(data), "--sr", "sr-none-s0", "sr-blur-s1",

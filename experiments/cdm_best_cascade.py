@@ -1,0 +1,106 @@
+"""One Fashion-MNIST cascade scored the way the CDM ablation scores its rows: FD, KID, CAS, per-class grids.
+
+    python experiments/cdm_best_cascade.py --runs runs/cdm-cpu-long --base base16 --sr sr-blur-s0 \\
+        --classifier runs/cdm-cpu/classifier --data ../shared/data/fashion-mnist --guidance 0 1 \\
+        --out experiments/results/cdm_best_cascade_cpu.json --img docs/img
+
+The ablation (experiments/cdm_ablation.py) compares augmentation arms at a training length
+that fits its many runs; this script scores one cascade, typically the ablation's best arm
+and base trained for longer (``sr3 train --resume --steps N`` on copies of the ablation's run
+folders), with the same class-balanced labels, sampling seeds, DDIM steps, classifier
+(``--classifier``: the ablation's ``WORK/classifier``; not Inception) and CAS protocol, so its
+numbers sit beside the ablation table.  One row per guidance weight w, plus real training
+images (the same labels: the FD floor and the CAS ceiling at this count).  Writes the JSON
+(with each run's steps and loss curve) and, per w, a grid of 8 samples per class
+(``cdm-best-grid-w<w>.png``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the ablation's scoring, from the same folder
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing sr3
+
+from cdm_ablation import SAMPLING_STEPS, Judge, balanced_labels, fmnist_cascade  # noqa: E402
+
+from sr3.atomic import atomic_write_text  # noqa: E402
+from sr3.cascade import image_grid  # noqa: E402
+from sr3.imageio import save_image, tensor_to_pil  # noqa: E402
+from sr3.labelled_data import LabelledDataset  # noqa: E402
+
+
+def run_facts(run_dir: Path) -> dict:
+    """Training steps and loss curve (every logged step) of one ``sr3 train`` folder."""
+    config = json.loads((run_dir / "model" / "config.json").read_text())
+    curve = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line]
+    return {"steps": config["train"]["steps"], "batch": config["train"]["batch_size"],
+            "loss_curve": [(e["step"], round(e["loss"], 5)) for e in curve]}
+
+
+def class_grid(images: torch.Tensor, labels: torch.Tensor, per_class: int = 8) -> torch.Tensor:
+    """One row of ``per_class`` samples for each class, in class order."""
+    chosen = torch.cat([images[labels == c][:per_class] for c in range(int(labels.max()) + 1)])
+    return image_grid(chosen, columns=per_class)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--runs", type=Path, required=True, help="folder holding the base and SR run folders")
+    p.add_argument("--base", default="base16", help="16x16 base run folder inside --runs")
+    p.add_argument("--sr", default="sr-blur-s0", help="16 -> 32 SR run folder inside --runs")
+    p.add_argument("--level", type=float, default=0.0, help="SR stage's augmentation level s in [0, 1)")
+    p.add_argument("--truncated", action="store_true", help="truncated conditioning (CDM Eq. 4) at --level")
+    p.add_argument("--classifier", type=Path, required=True, help="the ablation's classifier folder (WORK/classifier)")
+    p.add_argument("--data", type=Path, required=True, help="Fashion-MNIST IDX folder")
+    p.add_argument("--samples", type=int, default=5000, help="generated images per row (class-balanced)")
+    p.add_argument("--guidance", type=float, nargs="+", default=[0.0], help="guidance weights w >= 0 of the base")
+    p.add_argument("--recipe", choices=tuple(SAMPLING_STEPS), default="cpu", help="DDIM steps of this ablation recipe")
+    p.add_argument("--base-steps", type=int, help="DDIM steps of the base (default: the recipe's)")
+    p.add_argument("--sr-steps", type=int, help="DDIM steps of the SR stage (default: the recipe's)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", type=Path, required=True, help="JSON file for the rows")
+    p.add_argument("--img", type=Path, help="folder for the per-class grids (none if omitted)")
+    args = p.parse_args(argv)
+    if not (args.classifier / "model.safetensors").exists():
+        raise SystemExit(f"{args.classifier}: no classifier; pass the ablation's WORK/classifier folder")
+    device = torch.device(args.device)
+    base_steps, sr_steps = (args.base_steps or SAMPLING_STEPS[args.recipe][0], args.sr_steps or SAMPLING_STEPS[args.recipe][1])
+    train32 = LabelledDataset(args.data, 32, split="train")
+    judge = Judge(argparse.Namespace(smoke=False), train32, LabelledDataset(args.data, 32, split="test"), device,
+                  args.classifier)
+    labels = balanced_labels(args.samples, train32.num_classes)
+    seeds = list(range(args.samples))  # the ablation's seeds
+    report = {"command": "python experiments/cdm_best_cascade.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "feature_network": judge.extractor.name, "samples": args.samples, "base_steps": base_steps,
+              "sr_steps": sr_steps, "sampler": "ddim (eta 0), logsnr schedule",
+              "sr": {"run": args.sr, "level": args.level, "truncated": args.truncated},
+              "training": {name: run_facts(args.runs / name) for name in (args.base, args.sr)}, "rows": {}}
+    t = time.perf_counter()
+    per_class = {c: iter(torch.nonzero(train32.labels == c)[:, 0].tolist()) for c in range(train32.num_classes)}
+    real = train32.images_at(torch.tensor([next(per_class[c]) for c in labels.tolist()]))
+    report["rows"]["real-train-images"] = {**judge(real, labels), "seconds": round(time.perf_counter() - t, 1)}
+    for w in args.guidance:
+        t = time.perf_counter()
+        cascade = fmnist_cascade(args.runs, args.base, args.sr, base_steps, sr_steps, args.level, args.truncated, w,
+                                 device)
+        images = cascade.generate(labels, seeds)[-1]
+        row = report["rows"][f"w{w:g}"] = {**judge(images, labels), "guidance": w,
+                                           "seconds": round(time.perf_counter() - t, 1)}
+        print(f"w={w:g}: fd {row['fd']:.2f} kid {row['kid']:.3f} cas {row['cas_top1']:.3f}", flush=True)
+        if args.img:
+            args.img.mkdir(parents=True, exist_ok=True)
+            save_image(tensor_to_pil(class_grid(images, labels)), args.img / f"cdm-best-grid-w{w:g}.png")
+        atomic_write_text(args.out, json.dumps(report, indent=1) + "\n")
+    atomic_write_text(args.out, json.dumps(report, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -3,18 +3,20 @@
     python docs/make_demo_screenshot.py        (needs Chromium at /usr/bin/chromium and Playwright)
 
 The page runs the real app (sr3/demo/) on a background thread with the methods ``sr3 demo``
-offers by default: the shipped sr3 and regression 4x models and bicubic.
+offers by default (its own ``build_methods``): the shipped sr3 4x model, the shipped 8x and 16x
+cascades, the regression 4x model and bicubic; the screenshot upscales with the 4x default.
 """
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
+from sr3.commands.demo import build_methods
 from sr3.demo.app import create_app
 from sr3.demo.testing import DemoServer
-from sr3.methods import MethodOptions, build_method
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
@@ -22,9 +24,7 @@ LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking
 
 
 def main() -> None:
-    sr3 = build_method("sr3", MethodOptions())
-    methods = {"sr3": sr3, "regression": build_method("regression", MethodOptions(scale=sr3.scale)),
-               "bicubic": build_method("bicubic", MethodOptions(scale=sr3.scale))}
+    methods = build_methods(argparse.Namespace(model=None, regression_model=None, cascade=None, device="cpu"))
     out = ROOT / "docs" / "img" / "demo.png"
     with DemoServer(create_app(methods)) as server, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)

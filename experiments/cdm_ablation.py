@@ -70,7 +70,8 @@ GUIDED_SR = ("noise", 0.2, False)  # the SR stage behind the guidance rows, chos
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306}  # Student t quantiles for 95% intervals
 
 # --smoke: the same code path with tiny models and counts (CPU, seconds)
-SMOKE_TRAIN = ["--steps", "4", "--train.batch-size", "8", "--train.checkpoint-every", "2", "--train.bf16", "false",
+SMOKE_STEPS = 4
+SMOKE_TRAIN = ["--steps", str(SMOKE_STEPS), "--train.batch-size", "8", "--train.checkpoint-every", "2", "--train.bf16", "false",
                "--model.base-channels", "8", "--model.groupnorm-groups", "4"]
 
 
@@ -86,6 +87,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="gpu: the fmnist-* presets; cpu: the smaller fmnist-cpu-* presets (sr3/presets.py)")
     p.add_argument("--base-steps", type=int, help="DDIM steps of the base stages (default: 50 gpu, 25 cpu)")
     p.add_argument("--sr-steps", type=int, help="DDIM steps of the SR stage (default: 20 gpu, 10 cpu)")
+    p.add_argument("--eta", type=float, default=0.0,
+                   help="DDIM eta of every stage in [0, 1]: 0 deterministic, 1 the DDPM-like stochastic sampler")
     p.add_argument("--guidance", type=lambda v: tuple(float(w) for w in v.split(",")), default=(0.0, 0.5, 1.0, 2.0, 4.0),
                    help="comma-separated classifier-free guidance weights w >= 0 for the guidance rows")
     p.add_argument("--train-deadline-s", type=float, default=200.0, help="stop training after this many seconds")
@@ -130,6 +133,18 @@ def sr3_train(argv: list[str]) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+
+
+def target_steps(name: str, preset: str, args) -> int:
+    """Training steps run ``name`` is to reach: --base-train-steps / --sr-train-steps, else its preset's."""
+    override = args.base_train_steps if name.startswith("base") else args.sr_train_steps
+    return override or (SMOKE_STEPS if args.smoke else PRESETS[preset].train.steps)
+
+
+def finished_steps(run_dir: Path) -> int:
+    """Steps of the run's final model (0 when it has none yet)."""
+    config = run_dir / "model" / "config.json"
+    return json.loads(config.read_text())["train"]["steps"] if config.exists() else 0
 
 
 def checkpoint_step(run_dir: Path) -> int:
@@ -193,8 +208,9 @@ def train_all(args, runs_dir: Path, t0: float) -> tuple[dict, dict | None]:
     runs = training_runs(args.seeds, args.recipe)
     # Runs that finished earlier (an earlier session, or trained by hand with the same names) are kept, and
     # runs stopped after a checkpoint continue from it: a recipe longer than one session is split across
-    # resumable invocations of this script.
-    finished = {n for n in runs if (runs_dir / n / "model" / "config.json").exists()}
+    # resumable invocations of this script.  A run finished at fewer steps than asked for now (a preset
+    # made longer, or --sr-train-steps) continues from its last checkpoint to the new length.
+    finished = {n for n in runs if finished_steps(runs_dir / n) >= target_steps(n, runs[n][0], args)}
     recipe_file = runs_dir / "recipe.txt"
     if recipe_file.exists() and recipe_file.read_text() != args.recipe:
         raise SystemExit(f"{runs_dir}: holds runs of the {recipe_file.read_text()} recipe; "
@@ -221,8 +237,7 @@ def train_all(args, runs_dir: Path, t0: float) -> tuple[dict, dict | None]:
         while queue and len(running) < args.parallel:
             name = queue.pop(0)
             preset, seed = runs[name]
-            steps = args.base_train_steps if name.startswith("base") else args.sr_train_steps
-            extra = (["--steps", str(steps)] if steps else []) + (["--resume"] if checkpoint_step(runs_dir / name) else [])
+            extra = ["--steps", str(target_steps(name, preset, args))] + (["--resume"] if checkpoint_step(runs_dir / name) else [])
             procs[name] = subprocess.Popen(train_command(preset, seed, args, runs_dir / name, extra),
                                            stdout=open(runs_dir / f"{name}.log", "w"), stderr=subprocess.STDOUT,
                                            env=env, start_new_session=True)
@@ -281,13 +296,14 @@ def balanced_labels(n: int, classes: int) -> torch.Tensor:
 
 
 def fmnist_cascade(runs_dir: Path, base: str, sr: str, base_steps: int, sr_steps: int, level: float = 0.0,
-                   truncated: bool = False, guidance: float = 0.0, device=torch.device("cpu")) -> Cascade:
+                   truncated: bool = False, guidance: float = 0.0, eta: float = 0.0,
+                   device=torch.device("cpu")) -> Cascade:
     """The 16x16 base run ``base`` then the 16 -> 32 SR run ``sr`` (run folders inside ``runs_dir``),
-    DDIM with ``base_steps`` / ``sr_steps``; the SR stage conditioned at level ``level`` (truncated:
-    CDM Eq. 4, else Eq. 5) and the base guided with weight ``guidance``."""
+    DDIM with ``base_steps`` / ``sr_steps`` and ``eta``; the SR stage conditioned at level ``level``
+    (truncated: CDM Eq. 4, else Eq. 5) and the base guided with weight ``guidance``."""
     config = CascadeConfig(stages=(
-        StageSettings(base, sampling=SamplingConfig(steps=base_steps, guidance=guidance, **SAMPLING)),
-        StageSettings(sr, sampling=SamplingConfig(steps=sr_steps, **SAMPLING), scale=2,
+        StageSettings(base, sampling=SamplingConfig(steps=base_steps, eta=eta, guidance=guidance, **SAMPLING)),
+        StageSettings(sr, sampling=SamplingConfig(steps=sr_steps, eta=eta, **SAMPLING), scale=2,
                       aug_level=level, truncated=truncated)))
     return Cascade(runs_dir, config, device=device, bf16=device.type == "cuda")
 
@@ -380,7 +396,7 @@ def main(argv=None) -> int:
     # Rows measured by an earlier invocation with the same settings are kept (a recipe longer than one
     # session continues where it stopped); any other setting starts the rows afresh.
     settings = {"recipe": args.recipe, "samples_per_row": args.samples, "base_steps": args.base_steps,
-                "sr_steps": args.sr_steps, "sampler": "ddim (eta 0), logsnr schedule"}
+                "sr_steps": args.sr_steps, "sampler": f"ddim (eta {args.eta:g}), logsnr schedule"}
     earlier = json.loads((out / "cdm_ablation.json").read_text()) if (out / "cdm_ablation.json").exists() else {}
     resumed = earlier.get("settings") == settings
     report = {"command": "python experiments/cdm_ablation.py " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -451,7 +467,7 @@ def main(argv=None) -> int:
 
     def generate(sr_run: str, level: float, truncated: bool, guidance: float = 0.0) -> list[torch.Tensor]:
         chain = fmnist_cascade(runs_dir, "base16", sr_run, args.base_steps, args.sr_steps, level, truncated, guidance,
-                               device)
+                               args.eta, device)
         key = (chain.base_stop_level, guidance)
         outs = chain.generate(labels, seeds, base_images=bases.get(key))
         bases[key] = outs[0]
@@ -483,7 +499,7 @@ def main(argv=None) -> int:
         model, config = load_model_dir(runs_dir / "base32" / "model", device)
         with torch.inference_mode():
             images = sample(model, config, Conditioning(class_label=labels), (len(labels), 3, 32, 32),
-                            SamplingConfig(steps=args.base_steps, **SAMPLING), seeds, device=device,
+                            SamplingConfig(steps=args.base_steps, eta=args.eta, **SAMPLING), seeds, device=device,
                             bf16=device.type == "cuda").cpu()
         record("base32-only", images, t, runs=("base32",))
     measure(curve)

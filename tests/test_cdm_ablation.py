@@ -49,9 +49,9 @@ def test_smoke_run_trains_measures_and_packs(tmp_path, capsys):
     assert vs["ci95"] == pytest.approx(4.303 * ((noise["fd"]["sd"] ** 2 + none["sd"] ** 2) / 2) ** 0.5)
     assert {"guidance-w0", "guidance-w4", "base32-only", "base16-only"} <= set(rows)
     samples = load_file(str(out / "samples.safetensors"))
-    # guidance w = 0 through the cascade is the unguided noise arm at s = 0.2 with seed 0 (whether guidance
+    # guidance w = 0 through the cascade is the unguided blur arm at s = 0 with seed 0 (whether guidance
     # changes samples is tested in test_guidance.py: 4 tiny steps leave the class embedding unused)
-    assert torch.equal(samples["guidance-w0"], samples["noise-s0.2-nontrunc/seed0"])
+    assert torch.equal(samples["guidance-w0"], samples["blur-s0/seed0"])
     assert samples["none-s0/seed0"].shape == (10, 32, 32) and samples["base16-only"].shape == (10, 16, 16)
     assert samples["labels"][:10].tolist() == list(range(10))  # the kept samples cover every class
     with tarfile.open(out / "weights-sr-noise.tar") as tar:

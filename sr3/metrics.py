@@ -477,10 +477,17 @@ def classification_accuracy(classifier: nn.Module, images: torch.Tensor, labels:
 def fit_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, epochs: int, batch_size: int,
                    lr: float, weight_decay: float = 0.0, seed: int = 0,
                    device: str | torch.device = "cpu") -> nn.Module:
-    """Train ``model`` with Adam and cross-entropy over ``epochs`` seeded shuffles; returns it in eval mode."""
+    """Train ``model`` with Adam and cross-entropy over ``epochs`` seeded shuffles; returns it in eval mode.
+
+    The learning rate anneals from ``lr`` to 0 on a cosine over all steps: at a constant rate the
+    final weights land anywhere on the last epoch's noisy path (a small CNN on 5,000 real
+    Fashion-MNIST images tested at 51% or 70% depending on the draw of images; annealed, 82%),
+    which would make CAS measure the classifier's luck rather than the data.
+    """
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    g = torch.Generator().manual_seed(seed)
     labels = torch.as_tensor(labels).long()
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * -(-len(labels) // batch_size)))
+    g = torch.Generator().manual_seed(seed)
     model.train()
     for _ in range(epochs):
         order = torch.randperm(len(labels), generator=g)
@@ -490,6 +497,7 @@ def fit_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            schedule.step()
     return model.eval()
 
 

@@ -211,6 +211,20 @@ def test_cas_trains_on_generated_and_tests_on_real():
     assert again == good
 
 
+def test_classifier_training_anneals_the_rate_to_zero(monkeypatch):
+    """CAS and the feature CNN end on a cosine-annealed rate, not wherever a constant rate's last step lands."""
+    rates, step = [], torch.optim.Adam.step
+
+    def spy(self, *a, **k):
+        rates.append(self.param_groups[0]["lr"])
+        return step(self, *a, **k)
+    monkeypatch.setattr(torch.optim.Adam, "step", spy)
+    x, y = _two_class_data(64, 1)
+    metrics.fit_classifier(nn.Sequential(nn.Flatten(), nn.Linear(64, 2)), x, y, epochs=3, batch_size=16, lr=0.1)
+    assert len(rates) == 12 and rates[0] == 0.1 and rates[-1] < 0.1 * 0.02
+    assert all(a > b for a, b in zip(rates, rates[1:]))
+
+
 def test_standard_inception_path_explains_a_missing_torch_fidelity(tmp_path):
     from sr3.errors import UserError
 

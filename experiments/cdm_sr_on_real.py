@@ -4,7 +4,7 @@
         --sr sr-none-s0 --n 1000 --steps 10 30 --out experiments/results/cdm_sr_on_real.json
 
 Takes the last N real test images, downsamples them to 16x16 (the cascade's base resolution) and
-upscales them back to 32x32 with one trained SR run of experiments/cdm_ablation.py (DDIM, --steps),
+upscales them back to 32x32 with one trained SR run of experiments/cdm_ablation.py (DDIM, --steps, --eta),
 then measures FD with the ablation's Fashion-MNIST classifier (``RUNS/classifier``; not Inception)
 against all 10,000 real test images at 32x32.  Rows: the same N real images (the floor at this N),
 bicubic upsampling (no SR stage), and the SR stage.  A cascade cannot beat its SR stage on real
@@ -39,6 +39,8 @@ def main(argv=None) -> int:
     p.add_argument("--sr", nargs="+", default=["sr-none-s0"], help="SR run names inside --runs")
     p.add_argument("--n", type=int, default=1000, help="real test images to upscale (<= 10000)")
     p.add_argument("--steps", type=int, nargs="+", default=[10], help="DDIM steps of the SR stage")
+    p.add_argument("--eta", type=float, nargs="+", default=[0.0],
+                   help="DDIM eta values in [0, 1] to try (0 deterministic, 1 stochastic)")
     p.add_argument("--out", type=Path, help="JSON file for the rows")
     args = p.parse_args(argv)
     extractor = ClassifierExtractor(load_classifier(args.runs / "classifier"))
@@ -53,21 +55,25 @@ def main(argv=None) -> int:
     lr, labels = test16.images_at(idx), test16.labels[idx]
     rows = []
 
-    def score(name: str, images: torch.Tensor) -> None:
+    def score(name: str, images: torch.Tensor, **facts) -> None:
         feats, logits = features(images)
         sc = distribution_scores(real, feats, extractor=extractor.name, fake_logits=logits,
                                  kid_subset_size=min(1000, args.n), kid_subsets=20)
         rows.append({"row": name, "fd": sc.fid, "kid": sc.kid_mean,
-                     "agree": (logits.argmax(1) == labels).float().mean().item()})
+                     "agree": (logits.argmax(1) == labels).float().mean().item(), **facts})
         print(json.dumps(rows[-1]), flush=True)
 
     score("real 32x32 (same images)", test32.images_at(idx))
     score("bicubic 16 -> 32", F.interpolate(lr, scale_factor=2, mode="bicubic", align_corners=False).clamp(-1, 1))
     for run in args.sr:
+        trained = json.loads((args.runs / run / "model" / "config.json").read_text())["train"]["steps"]
         for steps in args.steps:
-            stage = StageSettings(run, sampling=SamplingConfig(steps=steps, network_batching="batched"), scale=2)
-            upscaled = Cascade(args.runs, CascadeConfig(stages=(stage,))).upscale(lr, list(range(args.n)))
-            score(f"{run}, {steps} DDIM steps", upscaled)
+            for eta in args.eta:
+                sampling = SamplingConfig(steps=steps, eta=eta, network_batching="batched")
+                stage = StageSettings(run, sampling=sampling, scale=2)
+                upscaled = Cascade(args.runs, CascadeConfig(stages=(stage,))).upscale(lr, list(range(args.n)))
+                score(f"{run}, {steps} DDIM steps" + (f", eta {eta:g}" if eta else ""), upscaled,
+                      training_steps=trained, eta=eta)
     if args.out:
         atomic_write_text(args.out, json.dumps({"command": "python experiments/cdm_sr_on_real.py " + " ".join(
             argv if argv is not None else sys.argv[1:]), "n": args.n, "feature_network": extractor.name,

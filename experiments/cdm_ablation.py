@@ -137,6 +137,17 @@ def sr3_train(argv: list[str]) -> int:
         return 2
 
 
+def training_seconds(log: list[dict]) -> float:
+    """Seconds of training in a run's log.jsonl lines, over every session: ``elapsed_s`` restarts
+    at each ``--resume``, so each session's last logged value is added."""
+    total = last = 0.0
+    for entry in log:
+        if entry["elapsed_s"] < last:  # a resumed session began
+            total += last
+        last = entry["elapsed_s"]
+    return total + last
+
+
 def target_steps(name: str, preset: str, args) -> int:
     """Training steps run ``name`` is to reach: --base-train-steps / --sr-train-steps, else its preset's."""
     override = args.base_train_steps if name.startswith("base") else args.sr_train_steps
@@ -282,7 +293,7 @@ def train_all(args, runs_dir: Path, t0: float) -> tuple[dict, dict | None]:
         facts[name] = {"preset": runs[name][0], "seed": runs[name][1], "steps": cfg["train"]["steps"],
                        "batch": cfg["train"]["batch_size"], "stopped_at_deadline": name in stopped,
                        "parameters": sum(t.numel() for t in load_file(str(model / "model.safetensors")).values()),
-                       "train_seconds": curve[-1]["elapsed_s"] if curve else None,
+                       "train_seconds": training_seconds(curve) if curve else None,
                        "images_per_s": curve[-1]["images_per_s"] if curve else None,
                        "loss_curve": [(e["step"], round(e["loss"], 5)) for e in curve]}
     return facts, calibration

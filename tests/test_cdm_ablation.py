@@ -144,6 +144,13 @@ def test_cpu_recipe_arms_differ_only_in_augmentation():
     assert b32.pixel_unshuffle == 2 and b16.pixel_unshuffle == 1
 
 
+def test_training_seconds_add_up_resumed_sessions():
+    training_seconds = runpy.run_path(str(SCRIPT))["training_seconds"]
+    log = [{"elapsed_s": 10.0}, {"elapsed_s": 20.0}, {"elapsed_s": 5.0}, {"elapsed_s": 12.5}, {"elapsed_s": 1.0}]
+    assert training_seconds(log) == 20.0 + 12.5 + 1.0
+    assert training_seconds([{"elapsed_s": 7.0}]) == 7.0
+
+
 def test_planned_steps_fit_the_budget():
     plan_steps = runpy.run_path(str(SCRIPT))["plan_steps"]
     rates, startup, budget, parallel, seeds, share = {"base16": 20.0, "sr": 40.0, "base32": 10.0}, 20.0, 300.0, 3, 3, 0.625

@@ -19,9 +19,9 @@ from conftest import write_idx
 SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "cdm_ablation.py"
 
 
-def test_smoke_run_trains_measures_and_packs(tmp_path, capsys):
-    data = tmp_path / "fashion-mnist"
-    data.mkdir()
+def _learnable_idx(folder: Path) -> Path:
+    """A tiny Fashion-MNIST-shaped IDX folder (200 train, 60 test) whose classes a CNN can learn."""
+    folder.mkdir()
     rng = np.random.default_rng(0)
     for prefix, n in (("train", 200), ("t10k", 60)):
         labels = np.arange(n) % 10
@@ -29,8 +29,13 @@ def test_smoke_run_trains_measures_and_packs(tmp_path, capsys):
         images = rng.integers(0, 40, (n, 28, 28))
         for k, c in enumerate(labels):
             images[k, 14 - c - 2:14 + c + 2, 14 - c - 2:14 + c + 2] = 220
-        write_idx(data / f"{prefix}-images-idx3-ubyte.gz", images)
-        write_idx(data / f"{prefix}-labels-idx1-ubyte.gz", labels)
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    return folder
+
+
+def test_smoke_run_trains_measures_and_packs(tmp_path, capsys):
+    data = _learnable_idx(tmp_path / "fashion-mnist")
     out = tmp_path / "out"
     main = runpy.run_path(str(SCRIPT))["main"]
     assert main(["--smoke", "--data", str(data), "--out", str(out), "--device", "cpu", "--seeds", "2"]) == 0
@@ -142,6 +147,17 @@ def test_cpu_recipe_arms_differ_only_in_augmentation():
     # the 32x32 base runs the 16x16 base's blocks behind a pixel unshuffle: equal compute per image
     b16, b32 = PRESETS["fmnist-cpu-base16"].model, PRESETS["fmnist-cpu-base32"].model
     assert b32.pixel_unshuffle == 2 and b16.pixel_unshuffle == 1
+
+
+def test_cas_ceiling_learning_curve(tmp_path):
+    """experiments/cas_real_ceiling.py: the CAS classifier on N real images, epochs capped by --max-images."""
+    main = runpy.run_path(str(SCRIPT.with_name("cas_real_ceiling.py")))["main"]
+    data = _learnable_idx(tmp_path / "fashion-mnist")
+    assert main(["--data", str(data), "--sizes", "20", "200", "--epochs", "60", "--max-images", "8000",
+                 "--out", str(tmp_path / "ceiling.json")]) == 0
+    rows = json.loads((tmp_path / "ceiling.json").read_text())["rows"]
+    assert [(r["n"], r["epochs"]) for r in rows] == [(20, 60), (200, 40)]
+    assert rows[1]["top1"] > 0.5  # learnable classes: far above chance (10%) with 200 images
 
 
 def test_training_seconds_add_up_resumed_sessions():

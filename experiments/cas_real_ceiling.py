@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -44,7 +43,7 @@ def main(argv=None) -> int:
     test = LabelledDataset(args.data, 32, split="test")
     test_x, test_y = test.images_at(torch.arange(len(test))), test.labels
     report = {"command": "python experiments/cas_real_ceiling.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "cpu": platform.processor() or "cpu", "rows": []}
+              "rows": []}
     for n in args.sizes:
         idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:n]
         epochs = max(1, min(args.epochs, args.max_images // n))

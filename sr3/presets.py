@@ -163,8 +163,8 @@ PRESETS.update({
 })
 
 # The same cascade sized for a 2-core CPU (experiments/cdm_ablation.py --recipe cpu): every run trains on
-# one core, two at a time; the first full run took 179 core-minutes (the runs' train_seconds in
-# experiments/results/cdm_ablation_cpu.json).  One training step on one core of an AVX-512 AMD EPYC in
+# one core, two at a time; with 3,000 SR steps the whole ablation trained in 283 core-minutes over two
+# sessions (the runs' train_seconds in experiments/results/cdm_ablation_cpu.json).  One training step on one core of an AVX-512 AMD EPYC in
 # bf16 (benchmarks/cdm_step_time.py, JSON in benchmarks/results/): the GPU recipe's base 4.3 s at batch
 # 256, this 1.4 M base 0.70 s and this SR stage 0.40 s at batch 64 (these two measured beside a running
 # 2-thread evaluation, so slower than on a quiet core).  The SR stage computes at 16x16 (pixel unshuffle
@@ -180,7 +180,8 @@ _FMNIST_CPU_TRAIN = replace(_FMNIST_TRAIN, batch_size=64, lr=7e-4, log_every=50)
 _FMNIST_CPU_SR_MODEL = replace(_FMNIST_SR_MODEL, base_channels=32, channel_mult=(1, 2), num_res_blocks=1,
                                pixel_unshuffle=2)
 # 3,000 SR steps, not the first run's 1,500: alone on real 16x16 test images the blur stage's FD (project
-# CNN, 1,000 images, DDIM 10 steps) fell from 11.7 at 1,500 steps to 4.6 at 3,000 (experiments/cdm_sr_on_real.py).
+# CNN, 1,000 images, DDIM 10 steps) fell from 11.7 at 1,500 steps to 4.6 at 3,000 (experiments/results/
+# cdm_sr_on_real_1500.json and cdm_sr_on_real.json).
 _FMNIST_CPU_SR_TRAIN = replace(_FMNIST_CPU_TRAIN, steps=3000, lr=1e-3, ema_decay=0.998, checkpoint_every=100)
 PRESETS.update({
     "fmnist-cpu-base16": PRESETS["fmnist-base16"].replace(

@@ -416,6 +416,8 @@ def main(argv=None) -> int:
               "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
               "torch": torch.__version__, "settings": settings, **settings,
               "sessions": earlier.get("sessions", 0) + 1 if resumed else 1}
+    if resumed:  # every report written before the rows are re-checked keeps them: a kill then loses nothing
+        report.update({k: earlier[k] for k in ("rows", "ablation") if k in earlier})
 
     def save_report():
         atomic_write_text(out / "cdm_ablation.json", json.dumps(report, indent=1) + "\n")

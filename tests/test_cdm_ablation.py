@@ -98,13 +98,23 @@ def test_smoke_run_trains_measures_and_packs(tmp_path, capsys):
                                            "sr-blur-s1, 2 DDIM steps"]
     assert on_real[0]["fd"] < on_real[1]["fd"]  # the real images themselves are closest to the real set
 
+    # An invocation killed after its first report but before it measures (here: the judge fails to load)
+    # leaves the earlier rows on disk
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+    judge = main.__globals__["Judge"]
+    main.__globals__["Judge"] = killed
+    with pytest.raises(KeyboardInterrupt):
+        main(["--smoke", "--data", str(data), "--out", str(out), "--device", "cpu", "--seeds", "2"])
+    main.__globals__["Judge"] = judge
+    assert json.loads((out / "cdm_ablation.json").read_text())["rows"] == rows
     # A second invocation (the next session of a recipe longer than one) keeps the finished runs and the
     # measured rows: nothing is trained or sampled again.
     weights = out / "runs" / "sr-blur-s1" / "model" / "model.safetensors"
     before = weights.stat().st_mtime_ns
     assert main(["--smoke", "--data", str(data), "--out", str(out), "--device", "cpu", "--seeds", "2"]) == 0
     again = json.loads((out / "cdm_ablation.json").read_text())
-    assert again["sessions"] == 2 and weights.stat().st_mtime_ns == before
+    assert again["sessions"] == 3 and weights.stat().st_mtime_ns == before
     assert again["rows"] == rows and again["ablation"] == report["ablation"]
     # a run trained further (here: its config says more steps) has its rows measured afresh, the others kept
     config_file = out / "runs" / "sr-none-s0" / "model" / "config.json"

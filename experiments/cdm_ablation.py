@@ -63,7 +63,7 @@ from sr3.sampling import sample  # noqa: E402
 
 ARMS = {"none": "sr16-32", "noise": "sr16-32-noise", "blur": "sr16-32-blur"}  # preset names after the prefix
 # The recipes (sr3.presets.FMNIST_RECIPES): gpu = batch 256, minutes on an H200; cpu = batch 64, smaller
-# U-Nets, 179 core-minutes of a 2-core CPU for the whole ablation.
+# U-Nets, 283 core-minutes of a 2-core CPU for the whole ablation (two sessions).
 SAMPLING_STEPS = {"gpu": (50, 20), "cpu": (25, 10)}  # default DDIM steps (base, SR) of each recipe
 LEVELS = (0.1, 0.2, 0.3, 0.5)  # sampling-time levels s of the noise arm (trained on s ~ U[0, 0.6])
 # the SR stage behind the guidance rows: the best arm of the first CPU run (1,500 SR steps, blur), fixed
@@ -288,15 +288,21 @@ def train_all(args, runs_dir: Path, t0: float) -> tuple[dict, dict | None]:
         model = runs_dir / name / "model"
         if not (model / "config.json").exists():
             continue
-        curve = [json.loads(line) for line in (runs_dir / name / "log.jsonl").read_text().splitlines() if line]
-        cfg = json.loads((model / "config.json").read_text())
-        facts[name] = {"preset": runs[name][0], "seed": runs[name][1], "steps": cfg["train"]["steps"],
-                       "batch": cfg["train"]["batch_size"], "stopped_at_deadline": name in stopped,
-                       "parameters": sum(t.numel() for t in load_file(str(model / "model.safetensors")).values()),
-                       "train_seconds": training_seconds(curve) if curve else None,
-                       "images_per_s": curve[-1]["images_per_s"] if curve else None,
-                       "loss_curve": [(e["step"], round(e["loss"], 5)) for e in curve]}
+        facts[name] = {"preset": runs[name][0], "seed": runs[name][1], "stopped_at_deadline": name in stopped,
+                       **run_facts(runs_dir / name)}
     return facts, calibration
+
+
+def run_facts(run_dir: Path) -> dict:
+    """Steps, batch, parameters, training seconds and loss curve of one finished ``sr3 train`` folder."""
+    model = run_dir / "model"
+    curve = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line]
+    cfg = json.loads((model / "config.json").read_text())
+    return {"steps": cfg["train"]["steps"], "batch": cfg["train"]["batch_size"],
+            "parameters": sum(t.numel() for t in load_file(str(model / "model.safetensors")).values()),
+            "train_seconds": training_seconds(curve) if curve else None,
+            "images_per_s": curve[-1]["images_per_s"] if curve else None,
+            "loss_curve": [(e["step"], round(e["loss"], 5)) for e in curve]}
 
 
 # ------------------------------------------------------------------ 2. measuring
@@ -306,6 +312,12 @@ SAMPLING = {"network_batching": "batched"}  # batch invariance is not needed: ev
 def balanced_labels(n: int, classes: int) -> torch.Tensor:
     """0, 1, ..., classes-1, 0, 1, ...: every prefix is class-balanced, so kept samples cover all classes."""
     return torch.arange(classes).repeat(-(-n // classes))[:n]
+
+
+def real_reference(train32: LabelledDataset, labels: torch.Tensor) -> torch.Tensor:
+    """Real training images with the given labels (image k has label k): the FD floor and CAS reference."""
+    per_class = {c: iter(torch.nonzero(train32.labels == c)[:, 0].tolist()) for c in range(train32.num_classes)}
+    return train32.images_at(torch.tensor([next(per_class[c]) for c in labels.tolist()]))
 
 
 def fmnist_cascade(runs_dir: Path, base: str, sr: str, base_steps: int, sr_steps: int, level: float = 0.0,
@@ -468,9 +480,7 @@ def main(argv=None) -> int:
     # references: real training images (same count and labels) = the floor of FD, the CAS ceiling at this count
     if due("real-train-images"):
         t = time.perf_counter()
-        per_class = {c: iter(torch.nonzero(train32.labels == c)[:, 0].tolist()) for c in range(train32.num_classes)}
-        real_idx = torch.tensor([next(per_class[c]) for c in labels.tolist()])  # image k has label k
-        record("real-train-images", train32.images_at(real_idx), t, runs=())
+        record("real-train-images", real_reference(train32, labels), t, runs=())
 
     # The plan: (row name, arm, level, truncated).  Every arm at s = 0 first, then the two base-only rows,
     # then guidance, then the noise arm's levels: a deadline leaves out the least central rows.

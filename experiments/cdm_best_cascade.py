@@ -28,20 +28,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the ablation's scoring, from the same folder
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing sr3
 
-from cdm_ablation import SAMPLING_STEPS, Judge, balanced_labels, fmnist_cascade  # noqa: E402
+from cdm_ablation import SAMPLING_STEPS, Judge, balanced_labels, fmnist_cascade, real_reference, run_facts  # noqa: E402
 
 from sr3.atomic import atomic_write_text  # noqa: E402
 from sr3.cascade import image_grid  # noqa: E402
 from sr3.imageio import save_image, tensor_to_pil  # noqa: E402
 from sr3.labelled_data import LabelledDataset  # noqa: E402
-
-
-def run_facts(run_dir: Path) -> dict:
-    """Training steps and loss curve (every logged step) of one ``sr3 train`` folder."""
-    config = json.loads((run_dir / "model" / "config.json").read_text())
-    curve = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line]
-    return {"steps": config["train"]["steps"], "batch": config["train"]["batch_size"],
-            "loss_curve": [(e["step"], round(e["loss"], 5)) for e in curve]}
 
 
 def class_grid(images: torch.Tensor, labels: torch.Tensor, per_class: int = 8) -> torch.Tensor:
@@ -84,9 +76,9 @@ def main(argv=None) -> int:
               "sr": {"run": args.sr, "level": args.level, "truncated": args.truncated},
               "training": {name: run_facts(args.runs / name) for name in (args.base, args.sr)}, "rows": {}}
     t = time.perf_counter()
-    per_class = {c: iter(torch.nonzero(train32.labels == c)[:, 0].tolist()) for c in range(train32.num_classes)}
-    real = train32.images_at(torch.tensor([next(per_class[c]) for c in labels.tolist()]))
-    report["rows"]["real-train-images"] = {**judge(real, labels), "seconds": round(time.perf_counter() - t, 1)}
+    report["rows"]["real-train-images"] = {**judge(real_reference(train32, labels), labels),
+                                           "seconds": round(time.perf_counter() - t, 1)}
+    atomic_write_text(args.out, json.dumps(report, indent=1) + "\n")
     for w in args.guidance:
         t = time.perf_counter()
         cascade = fmnist_cascade(args.runs, args.base, args.sr, base_steps, sr_steps, args.level, args.truncated, w,
@@ -99,7 +91,6 @@ def main(argv=None) -> int:
             args.img.mkdir(parents=True, exist_ok=True)
             save_image(tensor_to_pil(class_grid(images, labels)), args.img / f"cdm-best-grid-w{w:g}.png")
         atomic_write_text(args.out, json.dumps(report, indent=1) + "\n")
-    atomic_write_text(args.out, json.dumps(report, indent=1) + "\n")
     return 0
 
 

@@ -266,7 +266,7 @@ class Cascade:
         res = base.resolution
         shape = (len(seeds), base.config.model.image_channels, res, res)
         cond = Conditioning(class_label=labels)
-        stop = self._stop_level(0)
+        stop = self.base_stop_level
         if base_images is not None:
             x = base_images
         else:

@@ -164,8 +164,8 @@ PRESETS.update({
 
 # The same cascade sized for a 2-core CPU (experiments/cdm_ablation.py --recipe cpu): every run trains on
 # one core, two at a time; with 3,000 SR steps the whole ablation trained in 283 core-minutes over two
-# sessions (the runs' train_seconds in experiments/results/cdm_ablation_cpu.json).  One training step on one core of an AVX-512 AMD EPYC in
-# bf16 (benchmarks/cdm_step_time.py, JSON in benchmarks/results/): the GPU recipe's base 4.3 s at batch
+# sessions (the runs' train_seconds in experiments/results/cdm_ablation_cpu_training.json).  One training
+# step on one core of an AVX-512 AMD EPYC in bf16 (benchmarks/cdm_step_time.py, JSON in benchmarks/results/): the GPU recipe's base 4.3 s at batch
 # 256, this 1.4 M base 0.70 s and this SR stage 0.40 s at batch 64 (these two measured beside a running
 # 2-thread evaluation, so slower than on a quiet core).  The SR stage computes at 16x16 (pixel unshuffle
 # 2, like the photo stages).  The 32x32 base is the 16x16 base behind a pixel unshuffle of 2: the same

@@ -100,6 +100,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--base-train-steps", type=int, help="training steps of the base models (default: the preset's)")
     p.add_argument("--sr-train-steps", type=int, help="training steps of every SR run (default: the preset's)")
     p.add_argument("--deadline-s", type=float, default=330.0, help="skip rows that would start after this")
+    p.add_argument("--rows", type=lambda v: tuple(v.split(",")), default=("",),
+                   help="comma-separated row-name prefixes to measure, e.g. 'noise-' for the noise arm's s-curve "
+                        "(default: every row); the real-images reference is always measured")
     p.add_argument("--keep-samples", type=int, default=500, help="samples per row (first seed) written out")
     p.add_argument("--measure-only", action="store_true",
                    help="train nothing: measure the runs that have finished (others may still be training)")
@@ -474,18 +477,19 @@ def main(argv=None) -> int:
               flush=True)
 
     def due(name: str) -> bool:
-        """Not measured yet, and time left to start it."""
-        return name not in rows and time.perf_counter() - t0 <= args.deadline_s
+        """Asked for (--rows), not measured yet, and time left to start it."""
+        return (name not in rows and name.startswith(args.rows) and time.perf_counter() - t0 <= args.deadline_s)
 
     # references: real training images (same count and labels) = the floor of FD, the CAS ceiling at this count
-    if due("real-train-images"):
+    if "real-train-images" not in rows:
         t = time.perf_counter()
         record("real-train-images", real_reference(train32, labels), t, runs=())
 
     # The plan: (row name, arm, level, truncated).  Every arm at s = 0 first, then the two base-only rows,
-    # then guidance, then the noise arm's levels: a deadline leaves out the least central rows.
+    # then guidance, then the noise arm's levels (both conditionings at each level before the next level): a
+    # deadline leaves out the least central rows.
     plan = [(f"{arm}-s0", arm, 0.0, False) for arm in ARMS]
-    curve = [(f"noise-s{s:g}-{'trunc' if tr else 'nontrunc'}", "noise", s, tr) for tr in (False, True) for s in LEVELS]
+    curve = [(f"noise-s{s:g}-{'trunc' if tr else 'nontrunc'}", "noise", s, tr) for s in LEVELS for tr in (False, True)]
     # base outputs by (stop level, guidance weight): every row with the same pair shares them (the
     # three seeds of a truncated row, every non-truncated row), so the base is sampled once for each
     bases: dict[tuple[float, float], torch.Tensor] = {}

@@ -147,6 +147,14 @@ def test_smoke_run_trains_measures_and_packs(tmp_path, capsys):
     assert main(["--smoke", "--data", str(data), "--out", str(fresh), "--device", "cpu", "--measure-only"]) == 0
     only = json.loads((fresh / "cdm_ablation.json").read_text())
     assert only["training"] == {} and set(only["rows"]) == {"real-train-images"}
+    # --rows measures only the rows asked for (here the noise arm's s-curve, both conditionings) from the same runs
+    curve = tmp_path / "curve"
+    assert main(["--smoke", "--data", str(data), "--out", str(curve), "--work", str(out / "runs"), "--device", "cpu",
+                 "--seeds", "2", "--measure-only", "--rows", "noise-"]) == 0
+    measured = json.loads((curve / "cdm_ablation.json").read_text())["rows"]
+    levels = main.__globals__["LEVELS"]
+    assert set(measured) == {"real-train-images", *(f"noise-s0/seed{k}" for k in (0, 1)), *(
+        f"noise-s{s:g}-{kind}/seed{k}" for s in levels for kind in ("trunc", "nontrunc") for k in (0, 1))}
 
 
 def test_cpu_recipe_arms_differ_only_in_augmentation():

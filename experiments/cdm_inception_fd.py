@@ -50,7 +50,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, required=True, help="JSON file for the rows")
     args = p.parse_args(argv)
     kept = load_file(str(args.results / "samples.safetensors"))
-    rows_measured = json.loads((args.results / "cdm_ablation.json").read_text())["rows"]
+    # the CNN's FD beside each row, where the ablation's report has it (a report written before any row has none)
+    rows_measured = json.loads((args.results / "cdm_ablation.json").read_text()).get("rows", {})
     extractor = PackagedInception()
     t0 = time.perf_counter()
     test32 = LabelledDataset(args.data, 32, split="test")

@@ -325,12 +325,16 @@ def real_reference(train32: LabelledDataset, labels: torch.Tensor) -> torch.Tens
 
 def fmnist_cascade(runs_dir: Path, base: str, sr: str, base_steps: int, sr_steps: int, level: float = 0.0,
                    truncated: bool = False, guidance: float = 0.0, eta: float = 0.0,
-                   device=torch.device("cpu")) -> Cascade:
+                   device=torch.device("cpu"), base_sampler: str = "ddim") -> Cascade:
     """The 16x16 base run ``base`` then the 16 -> 32 SR run ``sr`` (run folders inside ``runs_dir``),
-    DDIM with ``base_steps`` / ``sr_steps`` and ``eta``; the SR stage conditioned at level ``level``
-    (truncated: CDM Eq. 4, else Eq. 5) and the base guided with weight ``guidance``."""
+    sampled with ``base_steps`` / ``sr_steps``; the SR stage conditioned at level ``level``
+    (truncated: CDM Eq. 4, else Eq. 5) and the base guided with weight ``guidance``.  The SR stage is
+    DDIM with ``eta``; the base is ``base_sampler``: ddim (with the same ``eta``) or dpmpp
+    (DPM-Solver++(2M), deterministic, so ``eta`` does not apply to it)."""
+    base_eta = eta if base_sampler == "ddim" else 0.0
     config = CascadeConfig(stages=(
-        StageSettings(base, sampling=SamplingConfig(steps=base_steps, eta=eta, guidance=guidance, **SAMPLING)),
+        StageSettings(base, sampling=SamplingConfig(sampler=base_sampler, steps=base_steps, eta=base_eta,
+                                                    guidance=guidance, **SAMPLING)),
         StageSettings(sr, sampling=SamplingConfig(steps=sr_steps, eta=eta, **SAMPLING), scale=2,
                       aug_level=level, truncated=truncated)))
     return Cascade(runs_dir, config, device=device, bf16=device.type == "cuda")

@@ -56,7 +56,10 @@ def main(argv=None) -> int:
     p.add_argument("--recipe", choices=tuple(SAMPLING_STEPS), default="cpu", help="DDIM steps of this ablation recipe")
     p.add_argument("--base-steps", type=int, help="DDIM steps of the base (default: the recipe's)")
     p.add_argument("--sr-steps", type=int, help="DDIM steps of the SR stage (default: the recipe's)")
-    p.add_argument("--eta", type=float, default=0.0, help="DDIM eta of both stages in [0, 1] (1: stochastic)")
+    p.add_argument("--base-sampler", choices=("ddim", "dpmpp"), default="ddim",
+                   help="sampler of the base: ddim, or dpmpp (DPM-Solver++(2M), deterministic: --eta then "
+                        "applies to the SR stage only)")
+    p.add_argument("--eta", type=float, default=0.0, help="DDIM eta of the DDIM stages in [0, 1] (1: stochastic)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", type=Path, required=True, help="JSON file for the rows")
     p.add_argument("--img", type=Path, help="folder for the per-class grids (none if omitted)")
@@ -72,7 +75,8 @@ def main(argv=None) -> int:
     seeds = list(range(args.samples))  # the ablation's seeds
     report = {"command": "python experiments/cdm_best_cascade.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "feature_network": judge.extractor.name, "samples": args.samples, "base_steps": base_steps,
-              "sr_steps": sr_steps, "sampler": f"ddim (eta {args.eta:g}), logsnr schedule",
+              "sr_steps": sr_steps, "sampler": {"base": args.base_sampler if args.base_sampler != "ddim" else f"ddim (eta {args.eta:g})",
+                          "sr": f"ddim (eta {args.eta:g})", "schedule": "logsnr"},
               "sr": {"run": args.sr, "level": args.level, "truncated": args.truncated},
               "training": {name: run_facts(args.runs / name) for name in (args.base, args.sr)}, "rows": {}}
     t = time.perf_counter()
@@ -82,7 +86,7 @@ def main(argv=None) -> int:
     for w in args.guidance:
         t = time.perf_counter()
         cascade = fmnist_cascade(args.runs, args.base, args.sr, base_steps, sr_steps, args.level, args.truncated, w,
-                                 args.eta, device)
+                                 args.eta, device, base_sampler=args.base_sampler)
         images = cascade.generate(labels, seeds)[-1]
         row = report["rows"][f"w{w:g}"] = {**judge(images, labels), "guidance": w,
                                            "seconds": round(time.perf_counter() - t, 1)}

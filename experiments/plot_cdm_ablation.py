@@ -1,8 +1,10 @@
 """Figures and the Markdown table of a CDM ablation run (experiments/cdm_ablation.py output).
 
-    python experiments/plot_cdm_ablation.py RESULTS_DIR --img docs/img
+    python experiments/plot_cdm_ablation.py RESULTS_DIR [RESULTS_DIR ...] --img docs/img
 
-RESULTS_DIR holds ``cdm_ablation.json`` and ``samples.safetensors``.  Writes:
+RESULTS_DIR holds ``cdm_ablation.json`` and ``samples.safetensors``.  Several folders measured with the
+same settings from the same runs (e.g. two processes given different ``--rows``, one per core) are merged
+row by row.  Writes:
 
 * ``cdm-fd-vs-s.png``: FD (project's Fashion-MNIST CNN) of the noise arm against the
   sampling-time augmentation level s, truncated and non-truncated, mean and 95% interval over
@@ -11,7 +13,8 @@ RESULTS_DIR holds ``cdm_ablation.json`` and ``samples.safetensors``.  Writes:
 * ``cdm-guidance.png``: FD and CAS against the guidance weight w;
 * ``cdm-loss-curves.png``: the training loss of every run;
 * ``cdm-grid-<row>.png``: one row of 8 samples per class for the main rows;
-* the ablation table in Markdown on stdout.
+* the ablation table in Markdown on stdout, then the noise arm's FD differences (each level s
+  against s = 0, truncated against non-truncated) with 95% intervals over training seeds.
 """
 
 from __future__ import annotations
@@ -28,7 +31,10 @@ from safetensors.torch import load_file
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the ablation's statistics, from the same folder
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cdm_ablation import difference  # noqa: E402
 
 from sr3.cascade import image_grid  # noqa: E402
 from sr3.imageio import save_image, tensor_to_pil  # noqa: E402
@@ -57,6 +63,20 @@ def table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def curve_differences(report: dict) -> str:
+    """The noise arm's FD at each level s minus at s = 0, and truncated minus non-truncated at each s,
+    with 95% pooled t-intervals over training seeds (CDM Sec. 4.3's two questions)."""
+    ablation = report["ablation"]
+    pairs = [(name, "noise-s0") for name in ablation if name.startswith("noise-s0.")]
+    pairs += [(name, name.replace("-trunc", "-nontrunc")) for name in ablation if name.endswith("-trunc")]
+    lines = ["| FD difference | mean ± 95% CI | resolved |", "|---|---:|:-:|"]
+    for a, b in pairs:
+        d = difference(ablation[a]["fd"], ablation[b]["fd"]) if b in ablation else None
+        if d:
+            lines.append(f"| {a} − {b} | {d['diff']:+.2f} ± {d['ci95']:.2f} | {'yes' if d['resolved'] else 'no'} |")
+    return "\n".join(lines)
+
+
 def plot_fd_vs_level(report: dict, path: Path) -> None:
     ablation = report["ablation"]
     fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=120)
@@ -74,7 +94,9 @@ def plot_fd_vs_level(report: dict, path: Path) -> None:
     ax.set_xlabel("sampling-time augmentation level s")
     ax.set_ylabel("FD (Fashion-MNIST CNN) ↓")
     ax.legend(fontsize=7)
-    ax.set_title(f"{report['samples_per_row']} samples per row, mean ± 95% CI over seeds", fontsize=8)
+    seeds = max((a["fd"]["n"] for a in ablation.values()), default=0)
+    ax.set_title(f"{report['samples_per_row']} samples per row, " + (
+        f"mean ± 95% CI over {seeds} training seeds" if seeds > 1 else "one training seed, no interval"), fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -131,19 +153,47 @@ def class_grids(samples: dict[str, torch.Tensor], img: Path, per_class: int = 8)
     return written
 
 
+def merged_report(folders: list[Path]) -> dict:
+    """One report from several result folders of the same settings and trained runs: rows and per-row
+    summaries are united (a row measured in two folders must agree; it is kept once)."""
+    reports = [json.loads((folder / "cdm_ablation.json").read_text()) for folder in folders]
+    merged = dict(reports[0])
+    for folder, report in zip(folders[1:], reports[1:]):
+        for key in ("settings", "training"):
+            if report[key] != merged[key]:
+                raise ValueError(f"{folder}: its {key} differ from {folders[0]}'s; merge only folders measured "
+                                 "with the same settings from the same trained runs")
+        for key in ("rows", "ablation"):
+            kept = merged.get(key, {})
+            merged[key] = {**kept, **{name: row for name, row in report.get(key, {}).items() if name not in kept}}
+    return merged
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("results", type=Path, help="folder with cdm_ablation.json and samples.safetensors")
+    p.add_argument("results", type=Path, nargs="+", help="folder(s) with cdm_ablation.json and samples.safetensors")
     p.add_argument("--img", type=Path, default=Path("docs/img"), help="folder for the figures")
     args = p.parse_args(argv)
-    report = json.loads((args.results / "cdm_ablation.json").read_text())
+    missing = [folder for folder in args.results if not (folder / "cdm_ablation.json").exists()]
+    if missing:
+        sys.exit(f"error: {missing[0]}/cdm_ablation.json not found; give the --out folder of experiments/cdm_ablation.py")
+    try:
+        report = merged_report(args.results)
+    except ValueError as error:
+        sys.exit(f"error: {error}")
     args.img.mkdir(parents=True, exist_ok=True)
     plot_fd_vs_level(report, args.img / "cdm-fd-vs-s.png")
     plot_guidance(report, args.img / "cdm-guidance.png")
     plot_loss_curves(report, args.img / "cdm-loss-curves.png")
-    if (args.results / "samples.safetensors").exists():
-        class_grids(load_file(str(args.results / "samples.safetensors")), args.img)
+    samples = {}
+    for folder in reversed(args.results):  # the first folder wins where two kept the same row
+        if (folder / "samples.safetensors").exists():
+            samples.update(load_file(str(folder / "samples.safetensors")))
+    if samples:
+        class_grids(samples, args.img)
     print(table(report))
+    print()
+    print(curve_differences(report))
     return 0
 
 

@@ -68,6 +68,22 @@ def test_smoke_run_trains_measures_and_packs(tmp_path, capsys):
         p.name for p in (tmp_path / "img").iterdir()}
     table = capsys.readouterr().out
     assert "| noise-s0.2-trunc | " in table and "| real training images (40) | " in table
+    d = report["ablation"]["noise-s0.2-trunc"]["fd"], report["ablation"]["noise-s0.2-nontrunc"]["fd"]
+    assert f"| noise-s0.2-trunc − noise-s0.2-nontrunc | {d[0]['mean'] - d[1]['mean']:+.2f} ± " in table
+    # two folders measured row-disjointly (one process per core) merge into the one report
+    halves = [tmp_path / "half-a", tmp_path / "half-b"]
+    for half, keep in zip(halves, (lambda n: "trunc" in n, lambda n: "trunc" not in n)):
+        half.mkdir()
+        part = {**report, "rows": {n: r for n, r in rows.items() if keep(n)},
+                "ablation": {n: a for n, a in report["ablation"].items() if keep(n)}}
+        (half / "cdm_ablation.json").write_text(json.dumps(part))
+    merged = runpy.run_path(str(SCRIPT.with_name("plot_cdm_ablation.py")))["merged_report"](halves)
+    assert merged["rows"] == rows and merged["ablation"] == report["ablation"]
+    other = json.loads((halves[1] / "cdm_ablation.json").read_text())
+    other["settings"]["sr_steps"] += 1
+    (halves[1] / "cdm_ablation.json").write_text(json.dumps(other))
+    with pytest.raises(SystemExit, match="half-b: its settings differ"):
+        plot([*map(str, halves), "--img", str(tmp_path / "img")])
 
     # one cascade scored on its own (experiments/cdm_best_cascade.py) gets the ablation's numbers for the same runs
     best = runpy.run_path(str(SCRIPT.with_name("cdm_best_cascade.py")))["main"]

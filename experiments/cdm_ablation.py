@@ -312,6 +312,11 @@ def run_facts(run_dir: Path) -> dict:
 SAMPLING = {"network_batching": "batched"}  # batch invariance is not needed: every row uses the same batches
 
 
+def grey_uint8(images: torch.Tensor) -> torch.Tensor:
+    """[N, 3, H, W] images in [-1, 1] with equal channels -> [N, H, W] uint8, the kept-samples format."""
+    return ((images.mean(dim=1) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+
+
 def balanced_labels(n: int, classes: int) -> torch.Tensor:
     """0, 1, ..., classes-1, 0, 1, ...: every prefix is class-balanced, so kept samples cover all classes."""
     return torch.arange(classes).repeat(-(-n // classes))[:n]
@@ -472,8 +477,7 @@ def main(argv=None) -> int:
         rows[name] = {**judge(images, labels), **facts, "runs": {run: trained[run]["steps"] for run in runs},
                       "seconds": round(time.perf_counter() - t, 2)}
         if name not in kept:
-            grey = images[:args.keep_samples].mean(dim=1)  # the three channels are equal: keep one
-            kept[name] = ((grey + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+            kept[name] = grey_uint8(images[:args.keep_samples])
         report["rows"] = rows
         save_report()
         atomic_write_bytes(out / "samples.safetensors", save({k: v.contiguous() for k, v in kept.items()}))

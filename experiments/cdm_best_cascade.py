@@ -12,7 +12,8 @@ folders), with the same class-balanced labels, sampling seeds, DDIM steps, class
 numbers sit beside the ablation table.  One row per guidance weight w, plus real training
 images (the same labels: the FD floor and the CAS ceiling at this count).  Writes the JSON
 (with each run's steps and loss curve) and, per w, a grid of 8 samples per class
-(``cdm-best-grid-w<w>.png``).
+(``cdm-best-grid-w<w>.png``).  ``--keep DIR`` also writes every row's images (uint8, the
+ablation's ``samples.safetensors`` format) for ``experiments/cdm_inception_fd.py DIR``.
 """
 
 from __future__ import annotations
@@ -28,9 +29,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the ablation's scoring, from the same folder
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing sr3
 
-from cdm_ablation import SAMPLING_STEPS, Judge, balanced_labels, fmnist_cascade, real_reference, run_facts  # noqa: E402
+from cdm_ablation import (SAMPLING_STEPS, Judge, balanced_labels, fmnist_cascade, grey_uint8, real_reference,  # noqa: E402
+                          run_facts)
+from safetensors.torch import save  # noqa: E402
 
-from sr3.atomic import atomic_write_text  # noqa: E402
+from sr3.atomic import atomic_write_bytes, atomic_write_text  # noqa: E402
 from sr3.cascade import image_grid  # noqa: E402
 from sr3.imageio import save_image, tensor_to_pil  # noqa: E402
 from sr3.labelled_data import LabelledDataset  # noqa: E402
@@ -63,6 +66,7 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", type=Path, required=True, help="JSON file for the rows")
     p.add_argument("--img", type=Path, help="folder for the per-class grids (none if omitted)")
+    p.add_argument("--keep", type=Path, help="folder for every row's images (samples.safetensors; none if omitted)")
     args = p.parse_args(argv)
     if not (args.classifier / "model.safetensors").exists():
         raise SystemExit(f"{args.classifier}: no classifier; pass the ablation's WORK/classifier folder")
@@ -80,9 +84,10 @@ def main(argv=None) -> int:
               "sr": {"run": args.sr, "level": args.level, "truncated": args.truncated},
               "training": {name: run_facts(args.runs / name) for name in (args.base, args.sr)}, "rows": {}}
     t = time.perf_counter()
-    report["rows"]["real-train-images"] = {**judge(real_reference(train32, labels), labels),
-                                           "seconds": round(time.perf_counter() - t, 1)}
+    real = real_reference(train32, labels)
+    report["rows"]["real-train-images"] = {**judge(real, labels), "seconds": round(time.perf_counter() - t, 1)}
     atomic_write_text(args.out, json.dumps(report, indent=1) + "\n")
+    kept = {"labels": labels.to(torch.uint8), "real-train-images": grey_uint8(real)}
     for w in args.guidance:
         t = time.perf_counter()
         cascade = fmnist_cascade(args.runs, args.base, args.sr, base_steps, sr_steps, args.level, args.truncated, w,
@@ -94,6 +99,10 @@ def main(argv=None) -> int:
         if args.img:
             args.img.mkdir(parents=True, exist_ok=True)
             save_image(tensor_to_pil(class_grid(images, labels)), args.img / f"cdm-best-grid-w{w:g}.png")
+        if args.keep:
+            kept[f"w{w:g}"] = grey_uint8(images)
+            args.keep.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(args.keep / "samples.safetensors", save({k: v.contiguous() for k, v in kept.items()}))
         atomic_write_text(args.out, json.dumps(report, indent=1) + "\n")
     return 0
 

@@ -43,7 +43,7 @@ def inception_features(extractor: PackagedInception, grey_uint8: torch.Tensor, b
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("results", type=Path, help="the ablation's --out folder (samples.safetensors, cdm_ablation.json)")
+    p.add_argument("results", type=Path, help="the ablation's --out folder or cdm_best_cascade.py's --keep folder (samples.safetensors)")
     p.add_argument("--data", type=Path, required=True, help="Fashion-MNIST IDX folder")
     p.add_argument("--real", type=int, default=2000, help="real test images for the reference statistics (<= 10000)")
     p.add_argument("--rows", nargs="+", help="row names to score (default: every kept row); real-train-images is always scored")
@@ -51,7 +51,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     kept = load_file(str(args.results / "samples.safetensors"))
     # the CNN's FD beside each row, where the ablation's report has it (a report written before any row has none)
-    rows_measured = json.loads((args.results / "cdm_ablation.json").read_text()).get("rows", {})
+    ablation_report = args.results / "cdm_ablation.json"  # absent beside cdm_best_cascade.py --keep
+    rows_measured = json.loads(ablation_report.read_text()).get("rows", {}) if ablation_report.exists() else {}
     extractor = PackagedInception()
     t0 = time.perf_counter()
     test32 = LabelledDataset(args.data, 32, split="test")

@@ -90,8 +90,12 @@ def test_smoke_run_trains_measures_and_packs(tmp_path, capsys):
     assert best(["--runs", str(out / "runs"), "--base", "base16", "--sr", "sr-blur-s0", "--classifier",
                  str(out / "runs" / "classifier"), "--data", str(data), "--samples", "40", "--base-steps", "3",
                  "--sr-steps", "2", "--guidance", "0", "1", "--out", str(tmp_path / "best.json"),
-                 "--img", str(tmp_path / "img")]) == 0
+                 "--img", str(tmp_path / "img"), "--keep", str(tmp_path / "kept")]) == 0
     scored = json.loads((tmp_path / "best.json").read_text())
+    best_kept = load_file(str(tmp_path / "kept" / "samples.safetensors"))
+    assert set(best_kept) == {"labels", "real-train-images", "w0", "w1"} and best_kept["w1"].shape == (40, 32, 32)
+    # unguided, the same images as the ablation's row (its first 10 kept): w = 0 is the ablation's sampler
+    assert torch.equal(best_kept["w0"][:10], samples["blur-s0/seed0"])
     assert scored["rows"]["w0"]["fd"] == pytest.approx(rows["blur-s0/seed0"]["fd"], rel=1e-9)
     assert scored["rows"]["real-train-images"]["fd"] == pytest.approx(rows["real-train-images"]["fd"], rel=1e-9)
     assert scored["training"]["sr-blur-s0"]["steps"] == 4 and (tmp_path / "img" / "cdm-best-grid-w1.png").exists()
@@ -110,6 +114,12 @@ def test_smoke_run_trains_measures_and_packs(tmp_path, capsys):
         scored = json.loads((tmp_path / "inception.json").read_text())["rows"]
         assert set(scored) == {"none-s0/seed0", "real-train-images"} and scored["none-s0/seed0"]["n"] == 10
         assert scored["real-train-images"]["fd_inception"] < scored["none-s0/seed0"]["fd_inception"]
+        # and the best cascade's kept rows, from a folder without an ablation report
+        assert inception_fd([str(tmp_path / "kept"), "--data", str(data), "--real", "20", "--rows", "w1",
+                             "--out", str(tmp_path / "inception_best.json")]) == 0
+        scored = json.loads((tmp_path / "inception_best.json").read_text())["rows"]
+        assert set(scored) == {"w1", "real-train-images"} and scored["w1"]["n"] == 40
+        assert scored["w1"]["fd_cnn_all_samples"] is None
 
     # the SR stage alone on real 16x16 test images (experiments/cdm_sr_on_real.py) uses the same runs
     sr_on_real = runpy.run_path(str(SCRIPT.with_name("cdm_sr_on_real.py")))["main"]

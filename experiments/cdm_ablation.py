@@ -317,6 +317,11 @@ def grey_uint8(images: torch.Tensor) -> torch.Tensor:
     return ((images.mean(dim=1) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
 
 
+def write_kept(folder: Path, kept: dict[str, torch.Tensor]) -> None:
+    """FOLDER/samples.safetensors: the kept rows (grey_uint8) and their labels, replaced whole (no torn file)."""
+    atomic_write_bytes(folder / "samples.safetensors", save({k: v.contiguous() for k, v in kept.items()}))
+
+
 def balanced_labels(n: int, classes: int) -> torch.Tensor:
     """0, 1, ..., classes-1, 0, 1, ...: every prefix is class-balanced, so kept samples cover all classes."""
     return torch.arange(classes).repeat(-(-n // classes))[:n]
@@ -480,7 +485,7 @@ def main(argv=None) -> int:
             kept[name] = grey_uint8(images[:args.keep_samples])
         report["rows"] = rows
         save_report()
-        atomic_write_bytes(out / "samples.safetensors", save({k: v.contiguous() for k, v in kept.items()}))
+        write_kept(out, kept)
         print(f"[{time.perf_counter() - t0:.0f}s] {name}: fd {rows[name]['fd']:.2f} cas {rows[name]['cas_top1']:.3f}",
               flush=True)
 

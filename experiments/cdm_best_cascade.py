@@ -30,10 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the ablation's scori
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing sr3
 
 from cdm_ablation import (SAMPLING_STEPS, Judge, balanced_labels, fmnist_cascade, grey_uint8, real_reference,  # noqa: E402
-                          run_facts)
-from safetensors.torch import save  # noqa: E402
+                          run_facts, write_kept)
 
-from sr3.atomic import atomic_write_bytes, atomic_write_text  # noqa: E402
+from sr3.atomic import atomic_write_text  # noqa: E402
 from sr3.cascade import image_grid  # noqa: E402
 from sr3.imageio import save_image, tensor_to_pil  # noqa: E402
 from sr3.labelled_data import LabelledDataset  # noqa: E402
@@ -102,7 +101,7 @@ def main(argv=None) -> int:
         if args.keep:
             kept[f"w{w:g}"] = grey_uint8(images)
             args.keep.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(args.keep / "samples.safetensors", save({k: v.contiguous() for k, v in kept.items()}))
+            write_kept(args.keep, kept)
         atomic_write_text(args.out, json.dumps(report, indent=1) + "\n")
     return 0
 

@@ -43,7 +43,8 @@ def inception_features(extractor: PackagedInception, grey_uint8: torch.Tensor, b
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("results", type=Path, help="the ablation's --out folder or cdm_best_cascade.py's --keep folder (samples.safetensors)")
+    p.add_argument("results", type=Path,
+                   help="the ablation's --out folder or cdm_best_cascade.py's --keep folder (samples.safetensors)")
     p.add_argument("--data", type=Path, required=True, help="Fashion-MNIST IDX folder")
     p.add_argument("--real", type=int, default=2000, help="real test images for the reference statistics (<= 10000)")
     p.add_argument("--rows", nargs="+", help="row names to score (default: every kept row); real-train-images is always scored")

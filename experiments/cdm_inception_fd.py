@@ -47,7 +47,7 @@ def main(argv=None) -> int:
                    help="the ablation's --out folder or cdm_best_cascade.py's --keep folder (samples.safetensors)")
     p.add_argument("--data", type=Path, required=True, help="Fashion-MNIST IDX folder")
     p.add_argument("--real", type=int, default=2000, help="real test images for the reference statistics (<= 10000)")
-    p.add_argument("--rows", nargs="+", help="row names to score (default: every kept row); real-train-images is always scored")
+    p.add_argument("--rows", nargs="+", help="row names to score (default: every kept row, the real-train-images floor included)")
     p.add_argument("--out", type=Path, required=True, help="JSON file for the rows")
     args = p.parse_args(argv)
     kept = load_file(str(args.results / "samples.safetensors"))
@@ -62,7 +62,7 @@ def main(argv=None) -> int:
     report = {"command": "python experiments/cdm_inception_fd.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "feature_network": extractor.name, "n_real": len(real_feats), "rows": {}}
     for name, images in kept.items():
-        if name == "labels" or (args.rows and name not in args.rows and name != "real-train-images"):
+        if name == "labels" or (args.rows and name not in args.rows):
             continue
         feats = inception_features(extractor, images)
         sc = distribution_scores(real_feats, feats, extractor=extractor.name, kid_subset_size=len(feats), kid_subsets=20)

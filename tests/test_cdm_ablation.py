@@ -227,3 +227,27 @@ def test_planned_steps_fit_the_budget():
     assert slot_time <= parallel * budget
     # slower devices get fewer steps, never fewer than one checkpoint interval
     assert plan_steps({k: v / 100 for k, v in rates.items()}, startup, budget, parallel, seeds, share, 250) == (250, 250)
+
+
+def test_seed_interval_over_sr_seeds(tmp_path, capsys):
+    """experiments/cdm_seed_interval.py: the t-interval over SR seeds, and refusing mixed settings."""
+    main = runpy.run_path(str(SCRIPT.with_name("cdm_seed_interval.py")))["main"]
+
+    def report(seed: int, fd: float, base_steps: int = 25) -> Path:
+        path = tmp_path / f"s{seed}_{base_steps}.json"
+        path.write_text(json.dumps({"feature_network": "cnn", "samples": 5000, "base_steps": base_steps, "sr_steps": 10,
+                                    "sampler": {"base": "dpmpp"}, "sr": {"run": f"sr-blur-s{seed}"},
+                                    "rows": {"w1": {"fd": fd, "kid": fd / 10, "cas_top1": 0.7 + seed / 100}}}))
+        return path
+
+    assert main([str(report(0, 1.0)), str(report(1, 2.0)), str(report(2, 3.0)), "--row", "w1"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["sr_runs"] == ["sr-blur-s0", "sr-blur-s1", "sr-blur-s2"]
+    assert out["fd"]["mean"] == pytest.approx(2.0) and out["fd"]["ci95"] == pytest.approx(4.303 / 3 ** 0.5)
+    assert out["cas_top1"]["mean"] == pytest.approx(0.71) and out["kid"]["values"] == pytest.approx([0.1, 0.2, 0.3])
+    # another base sampling setting, the same seed twice, a missing row: one-line errors, exit 2
+    assert main([str(report(0, 1.0)), str(report(1, 2.0, base_steps=50))]) == 2
+    assert "differ in 'base_steps'" in capsys.readouterr().err
+    assert main([str(report(0, 1.0)), str(report(0, 1.0))]) == 2
+    assert main([str(report(0, 1.0)), str(report(1, 2.0)), "--row", "w2"]) == 2
+    assert "row 'w2' is missing" in capsys.readouterr().err.splitlines()[-1]

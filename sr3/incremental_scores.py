@@ -77,10 +77,19 @@ class IncrementalDistributionScores:
         if reservoir < 2:
             raise ValueError("reservoir must hold at least 2 features")
         self.extractor, self.device, self.seed = extractor.to(device).eval(), torch.device(device), seed
+        self.reservoir = reservoir
         self._fid = None
-        generator = torch.Generator().manual_seed(seed)
-        self._features = {True: _Reservoir(reservoir, generator), False: _Reservoir(reservoir, generator)}
-        self._logits = _Reservoir(reservoir, generator)
+        # one generator per side, so the generated side's draws do not depend on how many real images came first
+        self._features = {True: _Reservoir(reservoir, torch.Generator().manual_seed(seed))}
+        self.reset_generated()
+
+    def reset_generated(self) -> None:
+        """Forget the generated images and keep the real ones: score the next method against the same
+        real side without reading it again (as if this object were new and fed the same real images)."""
+        if self._fid is not None:
+            self._fid.reset()  # made with reset_real_features=False: the real sums stay
+        self._features[False] = _Reservoir(self.reservoir, torch.Generator().manual_seed(self.seed + 1))
+        self._logits = _Reservoir(self.reservoir, self._features[False].generator)
 
     @property
     def count(self) -> dict[str, int]:
@@ -98,7 +107,8 @@ class IncrementalDistributionScores:
     def update_features(self, features: torch.Tensor, real: bool, logits: torch.Tensor | None = None) -> None:
         """Add precomputed features [B, D] (and, for generated images, class logits [B, K] for IS)."""
         if self._fid is None:
-            self._fid = FrechetInceptionDistance(feature=_Identity(features.shape[1])).to(self.device)
+            self._fid = FrechetInceptionDistance(feature=_Identity(features.shape[1]),
+                                                 reset_real_features=False).to(self.device)
         self._fid.update(features.to(self.device, torch.float64), real=real)
         slots = self._features[real].extend(features)
         if logits is not None and not real:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,6 +130,14 @@ def _features(extractor, patches: torch.Tensor) -> torch.Tensor:
     return torch.cat([extractor(u8[i:i + INCEPTION_BATCH])[0].float() for i in range(0, len(u8), INCEPTION_BATCH)])
 
 
+def _patch_features(extractor, images) -> torch.Tensor:
+    """Features [N, D] of every FID patch of ``images`` (an iterable of [3, H, W] in [0, 1]), taken one
+    image at a time, so only features (8 KB per patch), never all patches, are held."""
+    feats = [_features(extractor, patches) for patches in
+             (inception.image_patches(x, FID_PATCH, FID_STRIDE) for x in images) if len(patches)]
+    return torch.cat(feats) if feats else torch.zeros(0, 0)
+
+
 def frechet_distance(real: torch.Tensor, fake: torch.Tensor) -> float:
     """FID's Fréchet distance between Gaussians fitted to two feature sets ``[N, D]``, ``[M, D]`` (N, M >= 2).
 
@@ -166,15 +174,16 @@ def _summary(values: list[float], seed: int) -> dict:
     return {"mean": mean, "ci_low": lo, "ci_high": hi, "n": sum(1 for v in values if math.isfinite(v))}
 
 
-def score_outputs(suite: PerceptualSuite, references: dict[str, torch.Tensor], outputs: dict[str, dict[str, Path]],
+def score_outputs(suite: PerceptualSuite, references: Mapping[str, torch.Tensor], outputs: dict[str, dict[str, Path]],
                   cache_path: Path, seed: int = 0, say: Callable[[str], None] = print) -> dict:
     """Score every method's saved outputs; returns ``{"methods": {name: {...}}, "reference": {...}, ...}``.
 
-    ``references``: image key -> HR image ``[3, H, W]`` in [0, 1].  ``outputs``: method ->
-    image key -> saved output file (keys without a file are ignored).  Per-image values
-    come from / go to ``cache_path``; per-method entries hold each per-image metric's mean
-    and 95% bootstrap CI, ``fid_patches`` (FID/KID with patch counts) and
-    ``machine_confusion``.  ``reference`` holds the HR images' own NIQE (what real photos score).
+    ``references``: image key -> HR image ``[3, H, W]`` in [0, 1] (a mapping that may read each
+    from disk when asked, as :class:`sr3.evaluate.References` does; only machine confusion holds
+    every image).  ``outputs``: method -> image key -> saved output file (keys without a file
+    are ignored).  Per-image values come from / go to ``cache_path``; per-method entries hold
+    each per-image metric's mean and 95% bootstrap CI, ``fid_patches`` (FID/KID with patch
+    counts) and ``machine_confusion``.  ``reference`` holds the HR images' own NIQE (what real photos score).
     """
     cache = _read_cache(cache_path)
     new = not cache_path.exists() or cache_path.stat().st_size == 0
@@ -182,13 +191,12 @@ def score_outputs(suite: PerceptualSuite, references: dict[str, torch.Tensor], o
     result: dict = {"groups": list(suite.groups), "notes": list(suite.notes), "methods": {}, "reference": {}}
     use_fid = suite.inception is not None
     if use_fid:
-        real_patches = torch.cat([inception.image_patches(x, FID_PATCH, FID_STRIDE) for x in references.values()])
-        if len(real_patches) < 2:
+        real_feats = _patch_features(suite.inception, references.values())
+        if len(real_feats) < 2:
             use_fid = False
-            result["notes"].append(f"FID/KID skipped: the HR images hold {len(real_patches)} patches of {FID_PATCH} px "
+            result["notes"].append(f"FID/KID skipped: the HR images hold {len(real_feats)} patches of {FID_PATCH} px "
                                    "(need 2 or more)")
         else:
-            real_feats = _features(suite.inception, real_patches)
             result["inception"] = suite.inception.name
     with open(cache_path, "a", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
@@ -209,29 +217,24 @@ def score_outputs(suite: PerceptualSuite, references: dict[str, torch.Tensor], o
                 continue
             say(f"perceptual metrics: {method} ({len(present)} images)")
             entry: dict = {"metrics": {}}
-            loaded: dict[str, torch.Tensor] = {}
             for key, path in present.items():
                 if names and any((method, key, n) not in cache for n in names):
-                    loaded[key] = _load(path)
-                    for n, v in suite.per_image(loaded[key], references[key]).items():
+                    for n, v in suite.per_image(_load(path), references[key]).items():
                         cache[(method, key, n)] = v
                         writer.writerow({"method": method, "image": key, "metric": n, "value": f"{v:.6g}"})
                     f.flush()
             for n in names:
                 entry["metrics"][n] = _summary([cache[(method, key, n)] for key in present], seed)
-            needs_images = use_fid or "confusion" in suite.groups
-            if needs_images:
-                fakes = {k: loaded[k] if k in loaded else _load(p) for k, p in present.items()}
             if use_fid:
-                fake_patches = torch.cat([inception.image_patches(x, FID_PATCH, FID_STRIDE) for x in fakes.values()])
-                feats = _features(suite.inception, fake_patches)
+                feats = _patch_features(suite.inception, (_load(p) for p in present.values()))
                 scores = {"extractor": suite.inception.name, "n_real": len(real_feats), "n_fake": len(feats),
                           "fid": frechet_distance(real_feats, feats), "kid": kernel_distance(real_feats, feats),
                           "patch": FID_PATCH, "stride": FID_STRIDE,
-                          "note": f"{len(real_patches)} real and {len(fake_patches)} output patches of {FID_PATCH} px "
+                          "note": f"{len(real_feats)} real and {len(feats)} output patches of {FID_PATCH} px "
                                   f"(stride {FID_STRIDE}); not comparable with published 50k-image FIDs"}
                 entry["fid_patches"] = scores
-            if "confusion" in suite.groups:
+            if "confusion" in suite.groups:  # trains a discriminator on every pair, so holds them all
+                fakes = {k: _load(p) for k, p in present.items()}
                 keys = list(fakes)
                 try:
                     entry["machine_confusion"] = C.machine_confusion([references[k] for k in keys],

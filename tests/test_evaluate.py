@@ -89,6 +89,18 @@ def test_end_to_end_writes_csv_json_and_a_self_contained_report(tmp_path, bank):
         assert psnr["ci_low"] <= psnr["mean"] <= psnr["ci_high"]
         assert m["metrics"]["ms_ssim"]["mean"] is None  # 40 px images: MS-SSIM undefined, not faked
         assert m["distribution"]["extractor"] == data["extractor"] and m["distribution"]["fid"] >= 0
+    # Streamed one image at a time, the distribution scores are those of all features at once (each
+    # method against the same HR images, whichever method came first).
+    extractor = evaluate.make_extractor(None, "random")
+    samples = evaluate.collect_samples(hr, None, 0)
+    real, _ = evaluate.M.extract_features(extractor, [evaluate._unit(evaluate.prepare_pair(s, 2)[0]) for s in samples])
+    for name in ("bicubic", "raisr"):
+        fake, logits = evaluate.M.extract_features(
+            extractor, [evaluate._unit(Image.open(evaluate.image_file(out, name, s.key))) for s in samples])
+        whole = evaluate.M.distribution_scores(real, fake, extractor=extractor.name, fake_logits=logits, seed=0)
+        streamed = data["methods"][name]["distribution"]
+        assert streamed["n_real"] == streamed["n_fake"] == 3
+        assert (streamed["fid"], streamed["kid_mean"]) == pytest.approx((whole.fid, whole.kid_mean), rel=1e-6, abs=1e-9)
     # The per-image CSV agrees with the JSON means.
     bic = [float(r["psnr_y"]) for r in rows if r["method"] == "bicubic"]
     assert data["methods"]["bicubic"]["metrics"]["psnr_y"]["mean"] == pytest.approx(np.mean(bic), rel=1e-5)

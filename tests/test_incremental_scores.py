@@ -1,5 +1,6 @@
 """FID/KID/IS fed batch by batch: exact FID, bounded reservoirs, resumable generation."""
 
+import pytest
 import torch
 
 from sr3.incremental_scores import IncrementalDistributionScores, generate_and_score
@@ -55,3 +56,26 @@ def test_generate_and_score_resumes_from_the_images_on_disk(tmp_path):
     assert calls == [list(range(0, 16)), list(range(16, 20)), list(range(16, 32)), list(range(32, 40))]
     assert resumed.fid == full.fid and resumed.kid_mean == full.kid_mean
     assert sorted(p.name for p in (tmp_path / "split").iterdir()) == [f"{i:06d}.png" for i in range(40)]
+
+
+def test_reset_generated_scores_the_next_method_against_the_same_real_images():
+    extractor = RandomConvExtractor(dim=16)
+    real, method_a, method_b = _images(120, 0.0, 1), _images(120, 0.3, 2), _images(120, 0.1, 3)
+
+    def fresh(fake):
+        scores = IncrementalDistributionScores(extractor, reservoir=50)
+        scores.update(real, real=True)
+        scores.update(fake, real=False)
+        return scores.compute(kid_subset_size=20)
+
+    shared = IncrementalDistributionScores(extractor, reservoir=50)
+    shared.update(real, real=True)
+    shared.update(method_a, real=False)
+    first = shared.compute(kid_subset_size=20)
+    shared.reset_generated()
+    shared.update(method_b, real=False)
+    second = shared.compute(kid_subset_size=20)
+    # each method as if scored alone: FID from the kept real sums, KID from the same reservoir draws
+    assert (first.fid, first.kid_mean) == pytest.approx((fresh(method_a).fid, fresh(method_a).kid_mean), rel=1e-9)
+    assert (second.fid, second.kid_mean) == pytest.approx((fresh(method_b).fid, fresh(method_b).kid_mean), rel=1e-9)
+    assert second.n_real == 120 and second.n_fake == 120 and second.fid < first.fid

@@ -29,6 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the synthetic images
 
 from data_loader import cpu_name, jpeg_pool  # noqa: E402
 
+from sr3.atomic import atomic_write_text  # noqa: E402
+
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -79,8 +81,7 @@ def main(argv=None) -> int:
     result = {"command": "python benchmarks/evaluate_memory.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "cpu": cpu_name(), "python": platform.python_version(), "repo_commit": commit, "px": args.px,
               "runs": runs, "peak_rss_growth_mib_per_1000_images": round(growth, 1)}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    atomic_write_text(args.out, json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))
     return 0
 

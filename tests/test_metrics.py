@@ -176,6 +176,15 @@ def test_bootstrap_ci_is_seeded_and_brackets_the_mean():
     assert math.isnan(metrics.bootstrap_ci([1.0])[1]) and math.isnan(metrics.bootstrap_ci([])[0])
 
 
+def test_bootstrap_ci_of_many_images_resamples_in_batches_with_the_same_draws():
+    from scipy.stats import bootstrap
+
+    x = np.random.default_rng(1).normal(size=5000)  # 2,000 x 5,000 resampled values: 80 MB in one batch
+    whole = bootstrap((x,), np.mean, confidence_level=0.95, n_resamples=2000, method="percentile",
+                      rng=np.random.default_rng(3)).confidence_interval
+    assert metrics.bootstrap_ci(x, seed=3) == (x.mean(), whole.low, whole.high)
+
+
 class _Brightness(nn.Module):
     """Class 1 if the mean intensity is above 0.5: a fixed, hand-checkable classifier."""
 

@@ -42,7 +42,8 @@ def differences_table(report: dict) -> str:
     is the smallest difference these seeds resolve)."""
     lines = ["| arm − none | FD difference | resolved | CAS difference (points) | resolved |", "|---|---:|:-:|---:|:-:|"]
     for name, row in report["ablation"].items():
-        fd, cas = (row.get("vs_none") or {}).get("fd"), (row.get("vs_none") or {}).get("cas_top1")
+        vs_none = row.get("vs_none") or {}
+        fd, cas = vs_none.get("fd"), vs_none.get("cas_top1")
         if fd and cas:
             lines.append(f"| {name} − none-s0 | {fd['diff']:+.2f} ± {fd['ci95']:.2f} | {'yes' if fd['resolved'] else 'no'} "
                          f"| {100 * cas['diff']:+.1f} ± {100 * cas['ci95']:.1f} | {'yes' if cas['resolved'] else 'no'} |")
@@ -70,7 +71,7 @@ def main(argv=None) -> int:
     base_images = None  # sampled with the first SR run, then shared: the base does not depend on the SR stage
     for run, name in zip(args.sr, names):
         t = time.perf_counter()
-        outputs = scoring.cascade(args, run, 0.0, False, args.guidance).generate(scoring.labels, scoring.seeds,
+        outputs = scoring.cascade(run, 0.0, False, args.guidance).generate(scoring.labels, scoring.seeds,
                                                                                 base_images=base_images)
         base_images = outputs[0]
         row = report["rows"][f"{name['arm']}-s0/seed{int(name['seed'])}"] = {

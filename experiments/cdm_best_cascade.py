@@ -73,6 +73,7 @@ class Scoring:
 
     def __init__(self, args: argparse.Namespace, command: str, sr_runs: list[str]):
         """command: the command line, for the report; sr_runs: the SR run folders the rows use."""
+        self.args = args
         if not (args.classifier / "model.safetensors").exists():
             raise SystemExit(f"{args.classifier}: no classifier; pass the ablation's WORK/classifier folder")
         self.device = torch.device(args.device)
@@ -94,8 +95,9 @@ class Scoring:
         self.report["rows"]["real-train-images"] = {**self.judge(self.real, self.labels),
                                                     "seconds": round(time.perf_counter() - t, 1)}
 
-    def cascade(self, args: argparse.Namespace, sr_run: str, level: float, truncated: bool, guidance: float):
+    def cascade(self, sr_run: str, level: float, truncated: bool, guidance: float):
         """The base run, then SR run ``sr_run`` at augmentation level ``level``, base guided with ``guidance``."""
+        args = self.args
         return fmnist_cascade(args.runs, args.base, sr_run, self.base_steps, self.sr_steps, level, truncated, guidance,
                               args.eta, self.device, base_sampler=args.base_sampler)
 
@@ -117,7 +119,7 @@ def main(argv=None) -> int:
     kept = {"labels": labels.to(torch.uint8), "real-train-images": grey_uint8(scoring.real)}
     for w in args.guidance:
         t = time.perf_counter()
-        images = scoring.cascade(args, args.sr, args.level, args.truncated, w).generate(labels, seeds)[-1]
+        images = scoring.cascade(args.sr, args.level, args.truncated, w).generate(labels, seeds)[-1]
         row = report["rows"][f"w{w:g}"] = {**scoring.judge(images, labels), "guidance": w,
                                            "seconds": round(time.perf_counter() - t, 1)}
         print(f"w={w:g}: fd {row['fd']:.2f} kid {row['kid']:.3f} cas {row['cas_top1']:.3f}", flush=True)

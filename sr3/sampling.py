@@ -76,11 +76,12 @@ def sample(model: torch.nn.Module, config: Config, cond: Conditioning, shape: tu
     denoise = TiledDenoiser(denoiser, sampling.tile, sampling.overlap) if sampling.tile else denoiser
     gammas = noise_levels(denoiser, sampling, stop_level)
     noise = PerSampleNoise(seeds, sampling.temperature)
-    x = noise(torch.empty(shape, device=device))
     def step_callback(info: dict) -> None:
         callback({**info, "image": denoiser.to_image(info["denoised"])})
-    x = SAMPLERS[sampling.sampler](denoise, x, gammas, noise, eta=sampling.eta,
-                                   callback=step_callback if callback is not None else None)
+    # the starting noise is passed without a name here, so the sampler holds the only reference and it is
+    # freed after the first step (200 MB per 4096 px image)
+    x = SAMPLERS[sampling.sampler](denoise, noise(torch.empty(shape, device=device)), gammas, noise,
+                                   eta=sampling.eta, callback=step_callback if callback is not None else None)
     if not torch.isfinite(x).all():  # NaN would become a black image: an error, never a result
         raise UserError(f"sampling gave non-finite values (NaN/inf) with {sampling.sampler}, {sampling.steps} "
                         "steps; the model's weights or these sampling settings are broken (a diverged training run?)")

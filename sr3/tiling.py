@@ -74,4 +74,4 @@ class TiledDenoiser:
             wt = (wy[:, None] * wx[None, :]).to(x)
             total[window] += sub(x[window], gamma) * wt
             weight[window] += wt
-        return total / weight
+        return total.div_(weight)

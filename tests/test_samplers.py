@@ -136,3 +136,28 @@ def test_every_sampler_takes_the_same_options():
     for name in ("ddpm", "dpmpp"):
         with pytest.raises(ValueError, match="eta"):
             SAMPLERS[name](lambda x, g: x0, torch.randn(2, 3, 4, 4), gammas, PerSampleNoise([0, 1]), eta=0.5)
+
+
+def test_samplers_update_in_place_only_their_own_tensors():
+    """The samplers sum in place to bound the memory of large upscales; the starting state, every
+    estimate the denoiser returned and every state reported to the callback must stay as they were."""
+    start = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    weights = torch.randn(3, 3, generator=torch.Generator().manual_seed(1)) * 0.3
+    for name, sampler in SAMPLERS.items():
+        x = start.clone()
+        returned, reported = [], []
+
+        def denoise(x, g):
+            x0 = torch.tanh(torch.einsum("ij,bjhw->bihw", weights, x) * (1 + g))
+            returned.append((x0, x0.clone()))
+            return x0
+
+        def callback(info):
+            reported.append((info["x"], info["x"].clone(), info["denoised"], info["denoised"].clone()))
+        sampler(denoise, x, inference_gammas(6, "logsnr", DiffusionConfig()), PerSampleNoise([3, 4]),
+                eta=0.5 if name == "ddim" else 0.0, callback=callback)
+        assert torch.equal(x, start), name
+        assert len(returned) == 6 and len(reported) == 6, name
+        assert all(torch.equal(kept, copy) for kept, copy in returned), name
+        assert all(torch.equal(x_kept, x_copy) and torch.equal(d_kept, d_copy)
+                   for x_kept, x_copy, d_kept, d_copy in reported), name

@@ -116,11 +116,14 @@ def pick_device(name: str | None) -> torch.device:
 # ------------------------------------------------------------------ the loop
 def train(config: Config, dataset, out: Path, resume: bool = False, device: torch.device | None = None,
           progress: bool = True, command: str = "", predictor: Predictor | None = None,
-          predictor_dir: Path | None = None) -> Path:
+          predictor_dir: Path | None = None, init: torch.nn.Module | None = None) -> Path:
     """Train ``config`` on ``dataset`` writing everything under ``out``; returns the model directory.
 
     predictor, predictor_dir: the frozen predictor of a refiner (``diffusion.anchor = "predictor"``,
     sr3/predict_refine.py) and the model directory it was loaded from (copied into the model's).
+    init: fine-tuning: a trained U-Net of ``config.model``'s architecture whose weights the raw and
+    the EMA model start from instead of a random initialisation (the optimizer starts fresh).
+    Only a new run uses it; ``resume`` continues from the run's own checkpoint.
     """
     device = device or pick_device(None)
     tc, dc = config.train, config.diffusion
@@ -142,7 +145,10 @@ def train(config: Config, dataset, out: Path, resume: bool = False, device: torc
         torch.backends.cudnn.benchmark = True
 
     torch.manual_seed(tc.seed)  # identical initial weights on every rank
-    model = UNet(config.model).to(device)
+    model = UNet(config.model)
+    if init is not None and not resume:
+        model.load_state_dict(init.state_dict())  # raises on another architecture: the caller checks first
+    model = model.to(device)
     if tc.channels_last == "on" or (tc.channels_last == "auto" and device.type == "cuda"):
         model = model.to(memory_format=torch.channels_last)
     ema = copy.deepcopy(model).eval().requires_grad_(False)

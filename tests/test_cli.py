@@ -1,6 +1,7 @@
 """The command line end to end on generated images, and every bad input of issue 2."""
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -8,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 from PIL import Image
+from safetensors.torch import load_file
 
 from sr3.cli import main
 
@@ -102,6 +104,11 @@ def test_user_errors_are_one_line_without_traceback(cli_model, inputs, tmp_path)
         "empty folder": (["train", "--preset", "tiny", "--data", str(tmp_path / "locked"), "--out", str(tmp_path / "t")],
                          "no usable images"),
         "no preset": (["train", "--data", str(inputs), "--out", str(tmp_path / "t")], "choose a model"),
+        "init and preset": (["train", "--init", str(cli_model), "--preset", "tiny", "--data", str(inputs), "--out",
+                             str(tmp_path / "t")], "give one of --preset, --config and --init"),
+        "init, other architecture": (["train", "--init", str(cli_model), "--model.base-channels", "32", "--data",
+                                      str(inputs), "--out", str(tmp_path / "t")],
+                                     "--init keeps the model's architecture; drop --model.base_channels"),
         "train schedule, too many steps": (["upscale", str(inputs / "a.png"), "--model", str(cli_model),
                                             "--schedule", "train", "--steps", "5000"],
                                            "the train schedule has only 2000 steps"),
@@ -137,3 +144,21 @@ def test_shipped_model_upscales_an_odd_sized_photo_with_no_flags(tmp_path):
     assert main(["upscale", str(tmp_path / "photo.jpg"), "--no-progress"]) == 0
     out = Image.open(tmp_path / "photo_x4.jpg")
     assert out.size == (132, 68) and out.format == "JPEG"
+
+
+def test_init_fine_tunes_from_the_given_weights(cli_model, image_folder, tmp_path):
+    """--init starts the raw and EMA weights from a trained model (here: one step at a negligible learning
+    rate keeps them), with that model's config; without it the same run starts from random weights."""
+    trained = load_file(str(cli_model / "model" / "model.safetensors"))
+    common = ["--data", str(image_folder), "--steps", "1", "--train.lr", "1e-9", "--no-progress"]
+    assert main(["train", "--init", str(cli_model), "--out", str(tmp_path / "ft"), *common]) == 0
+    assert main(["train", "--preset", "tiny", "--out", str(tmp_path / "fresh"), *common]) == 0
+    tuned = load_file(str(tmp_path / "ft" / "model" / "model.safetensors"))
+    fresh = load_file(str(tmp_path / "fresh" / "model" / "model.safetensors"))
+    assert tuned.keys() == trained.keys()
+    # both runs seed the same random initialisation, which cli_model's 6 training steps moved by ~3e-3
+    assert max((tuned[k].float() - trained[k].float()).abs().max().item() for k in trained) < 1e-6
+    assert max((fresh[k].float() - trained[k].float()).abs().max().item() for k in trained) > 1e-3
+    # the config is the model's own (cli_model trained with --train.sample-every 3), with the flags applied
+    config = json.loads((tmp_path / "ft" / "config.json").read_text())
+    assert (config["train"]["sample_every"], config["train"]["steps"], config["train"]["lr"]) == (3, 1, 1e-9)

@@ -12,7 +12,8 @@ from ..config import Config, DataConfig, DiffusionConfig, TrainConfig, UNetConfi
     apply_flags, apply_overrides
 from ..errors import UserError
 from ..outputs import folder_problem
-from ..predict_refine import load_predictor
+from ..checkpoint import load_model_dir, resolve_model_dir
+from ..predict_refine import PREDICTOR_DIR, load_predictor
 from ..presets import PRESETS
 from ..raisr import RAISRTrainConfig, train_raisr
 from ..train import open_dataset, pick_device, train
@@ -33,6 +34,11 @@ def add_parser(subparsers) -> None:
                                                   "make LR by bicubic downsampling")
     p.add_argument("--out", required=True, type=Path, help="output folder (model/, checkpoint/, samples/, log.jsonl)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--init", type=Path, help="fine-tune: start from this model directory's weights (a shipped "
+                                              "model such as sr3/weights/sr3-refine-4x, or a run's model/) with "
+                                              "its config.json as the config (--SECTION.FIELD flags still apply, "
+                                              "model.* ones must keep the architecture) and, for a refiner, its "
+                                              "predictor/; the optimizer starts fresh")
     p.add_argument("--predictor", type=Path, help="a refiner's frozen predictor (model folder of a regression "
                                                    "run, e.g. --preset cpu-4x-predictor); needed by and only "
                                                    "by configs with diffusion.anchor = predictor")
@@ -54,10 +60,19 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def resolve_config(args: argparse.Namespace) -> Config:
-    """Preset or JSON config, then the --section.field overrides (validated by the config classes)."""
-    if args.preset and args.config:
-        raise UserError("give either --preset or --config, not both")
+def resolve_config(args: argparse.Namespace, init_config: Config | None = None) -> Config:
+    """Preset, JSON config or the --init model's config, then the --section.field overrides (validated by
+    the config classes)."""
+    if sum(x is not None for x in (args.preset, args.config, init_config)) > 1:
+        raise UserError("give one of --preset, --config and --init (--init uses the model's own config.json)")
+    if init_config is not None:
+        config = apply_overrides(init_config, args)
+        changed = [f.name for f in dataclasses.fields(config.model)
+                   if getattr(config.model, f.name) != getattr(init_config.model, f.name)]
+        if changed:
+            raise UserError(f"{args.init}: --init keeps the model's architecture; drop --model.{changed[0]} "
+                            "(to change it, train from --preset or --config instead)")
+        return config
     if args.config:
         config = Config.from_json_file(args.config)
     elif args.preset:
@@ -84,17 +99,21 @@ def run(args: argparse.Namespace) -> int:
         return run_raisr(args)
     if args.out.exists() and not args.out.is_dir():
         raise UserError(f"{args.out}: is a file; --out must be a folder")
-    config = resolve_config(args)
+    init_model, init_config = load_model_dir(args.init) if args.init else (None, None)
+    config = resolve_config(args, init_config)
     device = pick_device(check_device(args.device) if args.device else None)
     problem = folder_problem(args.out)  # before the data is read, not at the first checkpoint
     if problem:
         raise UserError(problem)
     dataset = open_dataset(config, args.data, args.out, args.lr_data)
     command = "sr3 " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("sr3") else ""
-    predictor = load_predictor(args.predictor, config, device) if args.predictor else None
+    predictor_dir = args.predictor
+    if predictor_dir is None and args.init and config.diffusion.anchor == "predictor":
+        predictor_dir = resolve_model_dir(args.init) / PREDICTOR_DIR  # a shipped refiner holds its predictor
+    predictor = load_predictor(predictor_dir, config, device) if predictor_dir else None
     model_dir = train(config, dataset, args.out, resume=args.resume, device=device,
                       progress=not args.no_progress, command=command, predictor=predictor,
-                      predictor_dir=args.predictor)
+                      predictor_dir=predictor_dir, init=init_model)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"model written to {model_dir}")
     return 0

@@ -32,6 +32,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("metrics_json")
     p.add_argument("--peer-timings", help="JSON printed by benchmarks/peers.py")
+    p.add_argument("--timings-from", default="",
+                   help="NAME=RUN:METHOD,...: seconds of external method NAME from METHOD's rows in an earlier "
+                        "sr3 evaluate run folder RUN (the run that made NAME's images)")
     p.add_argument("--paired", help="A,B: print per-image differences A - B of ST-LPIPS and NIQE (95%% bootstrap CI) "
                                     "from perceptual.csv instead")
     args = p.parse_args()
@@ -40,6 +43,11 @@ def main() -> None:
     summary = json.load(open(args.metrics_json))
     peers = json.load(open(args.peer_timings))["peers"] if args.peer_timings else {}
     rows = read_rows(Path(args.metrics_json).parent / "metrics.csv")
+    elsewhere = {}  # external method -> (rows of the run that made it, its method name there)
+    for spec in filter(None, args.timings_from.split(",")):
+        name, source = spec.split("=", 1)
+        run, method = source.rsplit(":", 1)
+        elsewhere[name] = (read_rows(Path(run) / "metrics.csv"), method)
     head = ["method", "n", "PSNR RGB (dB) ↑", "SSIM Y ↑", "ST-LPIPS alex ↓", "ST-LPIPS vgg ↓", "NIQE ↓",
             "FID patches ↓", "KID ×1000 ↓", "machine confusion ↑", "top-1 agreement ↑", "consistency ↓",
             "s / output MP"]
@@ -53,9 +61,10 @@ def main() -> None:
         m = e["metrics"]
         if name in peers:
             seconds = f"{peers[name]['seconds_per_output_megapixel']:.1f} (peers.py)"
+        elif name in elsewhere:
+            seconds = f"{seconds_per_megapixel(*elsewhere[name]):.1f} (own run)"
         else:
-            mine = [r for r in rows if r["method"] == name]
-            seconds = f"{sum(r['seconds'] for r in mine) / sum(r['height'] * r['width'] / 1e6 for r in mine):.1f}"
+            seconds = f"{seconds_per_megapixel(rows, name):.1f}"
         cells = [name, str(e["n_images"]), cell(m["psnr_rgb"], 2, ci=False), cell(m["ssim_y"], 3, ci=False),
                  cell(pm.get("stlpips_alex"), 3), cell(pm.get("stlpips_vgg"), 3), cell(pm.get("niqe"), 2),
                  f"{fid['fid']:.1f}" if fid.get("fid") is not None else "n/a",
@@ -66,6 +75,11 @@ def main() -> None:
     ref = summary.get("perceptual", {}).get("reference", {}).get("niqe")
     if ref:
         print("| HR images | " + str(ref["n"]) + " | | | 0 | 0 | " + cell(ref, 2) + " | | | | | | |")
+
+
+def seconds_per_megapixel(rows: list[dict], method: str) -> float:
+    mine = [r for r in rows if r["method"] == method]
+    return sum(r["seconds"] for r in mine) / sum(r["height"] * r["width"] / 1e6 for r in mine)
 
 
 def print_paired(csv_path: Path, a: str, b: str) -> None:

@@ -15,7 +15,7 @@ step with ``{"i": step index, "gamma": level reached, "x": new state, "denoised"
 
 Randomness comes from ``noise(like)``, which draws each example's noise from that
 example's own generator (:class:`PerSampleNoise`), so image k is the same whatever
-the batch size.
+the batch size.  It must return a fresh tensor: the samplers scale it in place.
 """
 
 from __future__ import annotations

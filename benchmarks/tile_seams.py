@@ -26,7 +26,7 @@ from sr3.atomic import atomic_write_text
 from sr3.evaluate import collect_samples, prepare_pair
 from sr3.imageio import pil_to_tensor
 from sr3.metrics import psnr
-from sr3.tiling import TiledDenoiser
+from sr3.tiling import tile_starts
 
 
 def band_mask(starts: list[int], overlap: int, length: int) -> torch.Tensor:
@@ -71,9 +71,7 @@ def main() -> None:
         tiled = pipe.upscale_tensor(lr, seed=0, tile=args.tile)
         whole = pipe.upscale_tensor(lr, seed=0, tile=0)
         height, width = tiled.shape[-2:]
-        tiler = TiledDenoiser(None, args.tile, overlap)
-        tops = sorted({t for t, _, _, _ in tiler.tiles(height, width)})
-        lefts = sorted({l for _, l, _, _ in tiler.tiles(height, width)})
+        tops, lefts = tile_starts(height, args.tile, overlap), tile_starts(width, args.tile, overlap)
         cols, rws = band_mask(lefts, overlap, width), band_mask(tops, overlap, height)
         line_c, line_r = line_mask(lefts, overlap, width), line_mask(tops, overlap, height)
         everywhere_c, everywhere_r = torch.ones(width - 1, dtype=torch.bool), torch.ones(height - 1, dtype=torch.bool)

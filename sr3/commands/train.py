@@ -8,11 +8,11 @@ import os
 import sys
 from pathlib import Path
 
+from ..checkpoint import load_model_dir, resolve_model_dir
 from ..config import Config, DataConfig, DiffusionConfig, TrainConfig, UNetConfig, add_dataclass_arguments, \
     apply_flags, apply_overrides
 from ..errors import UserError
 from ..outputs import folder_problem
-from ..checkpoint import load_model_dir, resolve_model_dir
 from ..predict_refine import PREDICTOR_DIR, load_predictor
 from ..presets import PRESETS
 from ..raisr import RAISRTrainConfig, train_raisr

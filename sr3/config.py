@@ -235,6 +235,10 @@ class TrainConfig:
     """Write a LR | SR | HR grid every N steps (0 = never)."""
     checkpoint_every: int = 250
     """Write a resumable checkpoint every N steps (>= 1)."""
+    keep_every: int = 0
+    """Every N steps also keep the EMA weights as a model directory OUT/snapshots/step_NNNNNNN that
+    upscale / evaluate load like OUT/model (0 = never): to choose the step by measurement afterwards,
+    since a checkpoint is overwritten.  Each costs one model's size on disk."""
     sample_steps: int = 20
     """Sampling steps of the preview grids (>= 1)."""
     grad_accum: int = 1
@@ -263,6 +267,7 @@ class TrainConfig:
         require(self.log_every >= 1, f"train.log_every = {self.log_every} must be >= 1")
         require(self.sample_every >= 0, f"train.sample_every = {self.sample_every} must be >= 0 (0 = never)")
         require(self.checkpoint_every >= 1, f"train.checkpoint_every = {self.checkpoint_every} must be >= 1")
+        require(self.keep_every >= 0, f"train.keep_every = {self.keep_every} must be >= 0 (0 = never)")
         require(self.sample_steps >= 1, f"train.sample_steps = {self.sample_steps} must be >= 1")
         require(self.grad_accum >= 1, f"train.grad_accum = {self.grad_accum} must be >= 1")
 

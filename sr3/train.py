@@ -49,6 +49,7 @@ from .unet import UNet, count_parameters
 
 PREVIEW_STREAM = 2**31  # a "step" index no training step uses, for the fixed preview crops
 ANCHOR_SAMPLING = SamplingConfig(steps=1, tile=0, network_batching="batched")  # a predictor sees whole crops
+SNAPSHOTS_DIR = "snapshots"  # OUT/snapshots/step_NNNNNNN: the EMA every train.keep_every steps
 
 
 # ------------------------------------------------------------------ set-up
@@ -231,6 +232,8 @@ def train(config: Config, dataset, out: Path, resume: bool = False, device: torc
         if checkpoint_now:
             save_training_checkpoint(out, model, ema, optimizer, done, config)
             last_checkpoint = done
+        if tc.keep_every and done % tc.keep_every == 0:
+            save_trained_model(out / SNAPSHOTS_DIR / f"step_{done:07d}", ema, config, predictor_dir)
         if tc.sample_every and (done % tc.sample_every == 0 or done == tc.steps):
             write_sample_grid(ema, config, preview, out / "samples" / f"step_{done:07d}.png", device, anchor)
     bar.close()
@@ -240,13 +243,19 @@ def train(config: Config, dataset, out: Path, resume: bool = False, device: torc
                 "train_seconds_this_session": round(time.time() - wall0, 1),
                 "parameters": count_parameters(model), "hardware": hardware_description(device),
                 "torch": torch.__version__, "skipped_files_this_session": skipped_total}
-        save_model_dir(model_dir, ema, config, extra_files={"training.json": card})
-        if predictor_dir is not None:
-            copy_predictor(predictor_dir, model_dir)
+        save_trained_model(model_dir, ema, config, predictor_dir, extra_files={"training.json": card})
     if log:
         log.close()
     world.close()
     return model_dir
+
+
+def save_trained_model(path: Path, ema: torch.nn.Module, config: Config, predictor_dir: Path | None,
+                       extra_files: dict[str, dict] | None = None) -> None:
+    """A loadable model directory of the EMA weights; a refiner gets its predictor copied in."""
+    save_model_dir(path, ema, config, extra_files=extra_files)
+    if predictor_dir is not None:
+        copy_predictor(predictor_dir, path)
 
 
 def make_optimizer(model: torch.nn.Module, tc: TrainConfig, device: torch.device) -> torch.optim.AdamW:

@@ -7,6 +7,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 import sr3
+from sr3.checkpoint import load_model_dir
 from sr3.data import ImageFolderDataset, make_sr_pair
 from sr3.diffusion import Conditioning, make_denoiser
 from sr3.errors import UserError
@@ -56,6 +57,24 @@ def test_resume_equals_an_uninterrupted_run(image_folder, tmp_path):
         assert a.keys() == b.keys()
         for k in a:
             assert torch.equal(a[k], b[k]), (name, k)
+
+
+def test_keep_every_keeps_the_ema_of_those_steps_as_model_directories(image_folder, tmp_path):
+    config = tiny_config(steps=6)
+    config = config.replace(train=dataclasses.replace(config.train, keep_every=2))
+    dataset = ImageFolderDataset(image_folder, config.data.crop_size)
+    train(config, dataset, tmp_path / "run", progress=False)
+    snapshots = tmp_path / "run" / "snapshots"
+    assert sorted(p.name for p in snapshots.iterdir()) == ["step_0000002", "step_0000004", "step_0000006"]
+    four = config.replace(train=dataclasses.replace(config.train, steps=4, keep_every=0))
+    train(four, dataset, tmp_path / "four", progress=False)
+    for snapshot, model_dir in (("step_0000004", tmp_path / "four" / "model"),
+                                ("step_0000006", tmp_path / "run" / "model")):
+        kept = load_file(str(snapshots / snapshot / "model.safetensors"))
+        final = load_file(str(model_dir / "model.safetensors"))
+        assert kept.keys() == final.keys()
+        assert all(torch.equal(kept[k], final[k]) for k in kept), snapshot
+    assert load_model_dir(snapshots / "step_0000002")[1] == config
 
 
 def test_step_generators_differ_by_step_and_rank():

@@ -117,7 +117,8 @@ def pick_device(name: str | None) -> torch.device:
 # ------------------------------------------------------------------ the loop
 def train(config: Config, dataset, out: Path, resume: bool = False, device: torch.device | None = None,
           progress: bool = True, command: str = "", predictor: Predictor | None = None,
-          predictor_dir: Path | None = None, init: torch.nn.Module | None = None) -> Path:
+          predictor_dir: Path | None = None, init: torch.nn.Module | None = None,
+          model_files: dict[str, dict] | None = None) -> Path:
     """Train ``config`` on ``dataset`` writing everything under ``out``; returns the model directory.
 
     predictor, predictor_dir: the frozen predictor of a refiner (``diffusion.anchor = "predictor"``,
@@ -125,6 +126,8 @@ def train(config: Config, dataset, out: Path, resume: bool = False, device: torc
     init: fine-tuning: a trained U-Net of ``config.model``'s architecture whose weights the raw and
     the EMA model start from instead of a random initialisation (the optimizer starts fresh).
     Only a new run uses it; ``resume`` continues from the run's own checkpoint.
+    model_files: JSON files written into every model directory of the run (``model/`` and the
+    snapshots), e.g. the fine-tuned model's ``sampling.json`` so the result samples as it did.
     """
     device = device or pick_device(None)
     tc, dc = config.train, config.diffusion
@@ -233,7 +236,7 @@ def train(config: Config, dataset, out: Path, resume: bool = False, device: torc
             save_training_checkpoint(out, model, ema, optimizer, done, config)
             last_checkpoint = done
         if tc.keep_every and done % tc.keep_every == 0:
-            save_trained_model(out / SNAPSHOTS_DIR / f"step_{done:07d}", ema, config, predictor_dir)
+            save_trained_model(out / SNAPSHOTS_DIR / f"step_{done:07d}", ema, config, predictor_dir, model_files)
         if tc.sample_every and (done % tc.sample_every == 0 or done == tc.steps):
             write_sample_grid(ema, config, preview, out / "samples" / f"step_{done:07d}.png", device, anchor)
     bar.close()
@@ -243,7 +246,7 @@ def train(config: Config, dataset, out: Path, resume: bool = False, device: torc
                 "train_seconds_this_session": round(time.time() - wall0, 1),
                 "parameters": count_parameters(model), "hardware": hardware_description(device),
                 "torch": torch.__version__, "skipped_files_this_session": skipped_total}
-        save_trained_model(model_dir, ema, config, predictor_dir, extra_files={"training.json": card})
+        save_trained_model(model_dir, ema, config, predictor_dir, {**(model_files or {}), "training.json": card})
     if log:
         log.close()
     world.close()

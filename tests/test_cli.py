@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -11,6 +12,7 @@ import pytest
 from PIL import Image
 from safetensors.torch import load_file
 
+from sr3.checkpoint import load_sampling_defaults
 from sr3.cli import main
 
 from conftest import make_photo
@@ -144,6 +146,17 @@ def test_shipped_model_upscales_an_odd_sized_photo_with_no_flags(tmp_path):
     assert main(["upscale", str(tmp_path / "photo.jpg"), "--no-progress"]) == 0
     out = Image.open(tmp_path / "photo_x4.jpg")
     assert out.size == (132, 68) and out.format == "JPEG"
+
+
+def test_init_keeps_the_models_sampling_defaults_in_every_model_it_writes(cli_model, image_folder, tmp_path):
+    shipped = tmp_path / "shipped"
+    shutil.copytree(cli_model / "model", shipped)
+    (shipped / "sampling.json").write_text(json.dumps({"sampler": "ddim", "steps": 2, "schedule": "logsnr"}))
+    assert main(["train", "--init", str(shipped), "--out", str(tmp_path / "ft"), "--data", str(image_folder),
+                 "--steps", "2", "--train.keep-every", "1", "--no-progress"]) == 0
+    expected = load_sampling_defaults(shipped)
+    for model_dir in ("model", "snapshots/step_0000001", "snapshots/step_0000002"):
+        assert load_sampling_defaults(tmp_path / "ft" / model_dir) == expected, model_dir
 
 
 def test_init_fine_tunes_from_the_given_weights(cli_model, image_folder, tmp_path):

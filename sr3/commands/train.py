@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from ..checkpoint import load_model_dir, resolve_model_dir
+from ..checkpoint import SAMPLING_FILE, load_model_dir, load_sampling_defaults, resolve_model_dir
 from ..config import Config, DataConfig, DiffusionConfig, TrainConfig, UNetConfig, add_dataclass_arguments, \
     apply_flags, apply_overrides
 from ..errors import UserError
@@ -111,9 +111,12 @@ def run(args: argparse.Namespace) -> int:
     if predictor_dir is None and args.init and config.diffusion.anchor == "predictor":
         predictor_dir = resolve_model_dir(args.init) / PREDICTOR_DIR  # a shipped refiner holds its predictor
     predictor = load_predictor(predictor_dir, config, device) if predictor_dir else None
+    # a fine-tuned model keeps the sampling defaults it was shipped with (validated on the way)
+    model_files = {SAMPLING_FILE: dataclasses.asdict(load_sampling_defaults(args.init))} \
+        if args.init and (resolve_model_dir(args.init) / SAMPLING_FILE).exists() else None
     model_dir = train(config, dataset, args.out, resume=args.resume, device=device,
                       progress=not args.no_progress, command=command, predictor=predictor,
-                      predictor_dir=predictor_dir, init=init_model)
+                      predictor_dir=predictor_dir, init=init_model, model_files=model_files)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"model written to {model_dir}")
     return 0

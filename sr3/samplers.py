@@ -91,7 +91,8 @@ def sample_ddim(denoise: Denoise, x: torch.Tensor, gammas: torch.Tensor, noise: 
     """DDIM (Song et al. 2021, Eq. 12); eta = 0 is deterministic, eta = 1 matches DDPM's variance."""
     for i, (s, t) in enumerate(_steps(gammas)):
         x0 = denoise(x, s)
-        eps = x - s ** 0.5 * x0
+        eps = torch.mul(x0, -(s ** 0.5)).add_(x)  # = x - sqrt(s) x0 exactly, with no temporary
+        del x  # not needed past here: one full-size tensor fewer while the next one is made
         eps /= (1 - s) ** 0.5
         sigma = eta * ((1 - t) / (1 - s) * (1 - s / t)) ** 0.5
         x = t ** 0.5 * x0

@@ -107,13 +107,14 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(problem)
     dataset = open_dataset(config, args.data, args.out, args.lr_data)
     command = "sr3 " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("sr3") else ""
+    init_dir = resolve_model_dir(args.init) if args.init else None
     predictor_dir = args.predictor
-    if predictor_dir is None and args.init and config.diffusion.anchor == "predictor":
-        predictor_dir = resolve_model_dir(args.init) / PREDICTOR_DIR  # a shipped refiner holds its predictor
+    if predictor_dir is None and init_dir and config.diffusion.anchor == "predictor":
+        predictor_dir = init_dir / PREDICTOR_DIR  # a shipped refiner holds its predictor
     predictor = load_predictor(predictor_dir, config, device) if predictor_dir else None
     # a fine-tuned model keeps the sampling defaults it was shipped with (validated on the way)
-    model_files = {SAMPLING_FILE: dataclasses.asdict(load_sampling_defaults(args.init))} \
-        if args.init and (resolve_model_dir(args.init) / SAMPLING_FILE).exists() else None
+    model_files = {SAMPLING_FILE: dataclasses.asdict(load_sampling_defaults(init_dir))} \
+        if init_dir and (init_dir / SAMPLING_FILE).exists() else None
     model_dir = train(config, dataset, args.out, resume=args.resume, device=device,
                       progress=not args.no_progress, command=command, predictor=predictor,
                       predictor_dir=predictor_dir, init=init_model, model_files=model_files)

@@ -11,8 +11,9 @@ patches of real HR images from patches of a method's outputs, on part of the ima
 and tested on the rest.  ``machine confusion = 1 - test accuracy``: 50% means the
 discriminator cannot tell them apart (the two-sample test finds no difference), 0% means
 it always can.  It is a *proxy* with its own biases (it sees pixels, not meaning; it is
-very good at spotting blur and periodic artefacts a person may forgive), never the
-human study; the study itself lives in ``sr3 study``.
+very good at spotting blur and periodic artefacts a person may forgive, and a model trained
+against a discriminator can fool it with grain a person sees at once: README, the adversarial
+refiner), never the human study; the study itself lives in ``sr3 study``.
 
 Images are split into folds; each fold is tested by a discriminator trained on the
 others, so every image is tested once and the discriminator never sees a test image's

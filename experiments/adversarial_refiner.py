@@ -28,11 +28,10 @@ import torch
 
 from sr3.adversarial import PatchDiscriminator, discriminator_loss, generator_loss
 from sr3.atomic import json_line
-from sr3.checkpoint import SAMPLING_FILE, load_model_dir, resolve_model_dir
-from sr3.diffusion import PARAMETERIZATIONS, add_noise, autocast, distance, from_diffusion_space, network_output, \
-    to_diffusion_space
+from sr3.checkpoint import load_model_dir, resolve_model_dir, sampling_files
+from sr3.diffusion import autocast, distance, make_denoiser
 from sr3.predict_refine import PREDICTOR_DIR, load_anchor
-from sr3.schedules import sample_training_gammas, training_gammas
+from sr3.schedules import training_gammas
 from sr3.step_loader import draw_part
 from sr3.train import ANCHOR_SAMPLING, make_conditioning, open_dataset, save_trained_model
 
@@ -62,11 +61,9 @@ def main(argv=None) -> None:
     model, config = load_model_dir(init_dir)
     anchor = load_anchor(init_dir, config)
     dc, bf16 = config.diffusion, config.train.bf16
-    parameterization = PARAMETERIZATIONS[dc.prediction]
     dataset = open_dataset(config, Path(args.data), out)
     gammas = training_gammas(dc)
-    sampling_file = init_dir / SAMPLING_FILE  # the snapshots sample as the initial model does
-    model_files = {SAMPLING_FILE: json.loads(sampling_file.read_text())} if sampling_file.exists() else {}
+    model_files = sampling_files(init_dir)  # the snapshots sample as the initial model does
 
     torch.manual_seed(args.seed)
     model.train().requires_grad_(True)
@@ -88,19 +85,15 @@ def main(argv=None) -> None:
         generator = draw.generator()
         hr, cond = make_conditioning(draw.batch, config)
         cond = anchor(cond, ANCHOR_SAMPLING, "cpu", bf16)
-        x0 = to_diffusion_space(hr, cond, dc)
-        gamma = sample_training_gammas(gammas, x0.shape[0], generator)
-        eps = torch.randn(x0.shape, generator=generator)
-        x_noisy = add_noise(x0, gamma, eps)
-        g = gamma.reshape(-1, 1, 1, 1)
-
         # the refiner: its own objective (SR3 Eq. 6, L1 on the v target) + the adversarial term on x0_hat
-        output = network_output(model, x_noisy, gamma, cond, bf16)
-        l1 = distance(output, parameterization.target(x0, eps, g), dc.loss)
-        fake = from_diffusion_space(parameterization.x0(output, x_noisy, g), cond, dc)
-        judged = gamma >= args.min_gamma
+        denoiser = make_denoiser(model, dc, cond, bf16=bf16, batched=True)
+        prediction = denoiser.training_prediction(hr, gammas, generator)
+        l1 = distance(prediction.output, prediction.target, dc.loss)
+        fake = denoiser.estimate(prediction)
+        judged = prediction.gamma >= args.min_gamma
+        adversarial = args.adv_weight > 0 and bool(judged.any())
         adv_g = torch.zeros(())
-        if args.adv_weight > 0 and judged.any():
+        if adversarial:
             disc.requires_grad_(False)
             with autocast("cpu", bf16):
                 adv_g = generator_loss(disc(fake[judged], cond.lr_upsampled[judged]).float())
@@ -115,7 +108,7 @@ def main(argv=None) -> None:
 
         # the discriminator: real HR crops against the refiner's (detached) estimates, same anchors
         d_loss = torch.zeros(())
-        if args.adv_weight > 0 and judged.any():
+        if adversarial:
             with autocast("cpu", bf16):
                 real_logits = disc(hr[judged], cond.lr_upsampled[judged]).float()
                 fake_logits = disc(fake[judged].detach(), cond.lr_upsampled[judged]).float()

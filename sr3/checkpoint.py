@@ -10,6 +10,7 @@ swapped in with renames, so a kill at any moment leaves the previous checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -96,6 +97,14 @@ def load_sampling_defaults(path: str | Path) -> SamplingConfig:
     if not file.exists():
         return SamplingConfig()
     return from_dict(SamplingConfig, read_json(file, SAMPLING_FILE), str(file))
+
+
+def sampling_files(path: str | Path) -> dict[str, dict]:
+    """``{"sampling.json": settings}`` of the model in ``path`` (validated), or {} when it has none: for
+    models derived from it (fine-tuned, snapshots) to keep sampling as it does."""
+    if not (resolve_model_dir(path) / SAMPLING_FILE).exists():
+        return {}
+    return {SAMPLING_FILE: dataclasses.asdict(load_sampling_defaults(path))}
 
 
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:

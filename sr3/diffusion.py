@@ -10,7 +10,8 @@ clean image into a training target, lives here, once:
   image (SR3) or the scaled residual HR - bicubic(LR);
 * :class:`Denoiser` binds a model and its conditioning.  ``D(x, gamma) -> x0_hat``
   is the only thing samplers see, and ``D.loss(hr, ...)`` is the only thing the
-  training loop calls.  :class:`RegressionDenoiser` is SR3's regression baseline
+  training loop calls (``D.training_prediction`` and ``D.estimate`` are its parts, for
+  objectives built on top of it).  :class:`RegressionDenoiser` is SR3's regression baseline
   as an adapter of the same contract.  :func:`make_denoiser` picks the class from
   ``DiffusionConfig.objective`` (the one place an objective is looked up).
 
@@ -244,9 +245,9 @@ class Denoiser:
             x0 = to_diffusion_space(self.to_image(x0), self.cond, self.config)
         return x0
 
-    def loss(self, hr: torch.Tensor, train_gammas: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """SR3 Algorithm 1: pick gamma ~ p(gamma), noise the target, regress the network's
-        output onto the parameterisation's target (eps, v or x0).
+    def training_prediction(self, hr: torch.Tensor, train_gammas: torch.Tensor,
+                            generator: torch.Generator) -> "TrainingPrediction":
+        """SR3 Algorithm 1 up to the loss: pick gamma ~ p(gamma), noise the target, run the network.
 
         hr: [B, C, H, W] in [-1, 1]; train_gammas: the training schedule [T+1];
         generator: CPU generator for gamma and eps (seeded per step for exact resume).
@@ -254,9 +255,34 @@ class Denoiser:
         x0 = to_diffusion_space(hr, self.cond, self.config)
         gamma = sample_training_gammas(train_gammas, x0.shape[0], generator).to(x0.device)
         eps = torch.randn(x0.shape, generator=generator).to(x0.device)
-        output = network_output(self.model, add_noise(x0, gamma, eps), gamma, self.cond, self.bf16)
-        target = self.parameterization.target(x0, eps, _bcast(gamma, x0))
-        return distance(output, target, self.config.loss)
+        x_noisy = add_noise(x0, gamma, eps)
+        output = network_output(self.model, x_noisy, gamma, self.cond, self.bf16)
+        return TrainingPrediction(output, self.parameterization.target(x0, eps, _bcast(gamma, x0)), x_noisy, gamma)
+
+    def estimate(self, prediction: "TrainingPrediction") -> torch.Tensor:
+        """The image [-1, 1] implied by a training prediction (not clipped: gradients reach every pixel)."""
+        x0 = self.parameterization.x0(prediction.output, prediction.x_noisy,
+                                      _bcast(prediction.gamma, prediction.output))
+        return from_diffusion_space(x0, self.cond, self.config)
+
+    def loss(self, hr: torch.Tensor, train_gammas: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """SR3 Algorithm 1: regress the network's output onto the parameterisation's target (eps, v or x0)."""
+        prediction = self.training_prediction(hr, train_gammas, generator)
+        return distance(prediction.output, prediction.target, self.config.loss)
+
+
+@dataclass(frozen=True)
+class TrainingPrediction:
+    """One training draw of :meth:`Denoiser.training_prediction`, all [B, C, H, W] but ``gamma`` [B].
+
+    output: the network's output; target: what it regresses onto (the parameterisation's target);
+    x_noisy: the noised target it saw (SR3 Eq. 4); gamma: the noise levels drawn.
+    """
+
+    output: torch.Tensor
+    target: torch.Tensor
+    x_noisy: torch.Tensor
+    gamma: torch.Tensor
 
 
 class RegressionDenoiser(Denoiser):
@@ -270,11 +296,16 @@ class RegressionDenoiser(Denoiser):
     def predict_x0(self, x: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
         return self.network(torch.zeros_like(x), torch.zeros_like(gamma))
 
-    def loss(self, hr: torch.Tensor, train_gammas: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def training_prediction(self, hr: torch.Tensor, train_gammas: torch.Tensor,
+                            generator: torch.Generator) -> TrainingPrediction:
         target = to_diffusion_space(hr, self.cond, self.config)
         zeros = torch.zeros(target.shape[0], device=target.device)
-        output = network_output(self.model, torch.zeros_like(target), zeros, self.cond, self.bf16)  # batched
-        return distance(output, target, self.config.loss)
+        x_zero = torch.zeros_like(target)
+        output = network_output(self.model, x_zero, zeros, self.cond, self.bf16)  # batched
+        return TrainingPrediction(output, target, x_zero, zeros)
+
+    def estimate(self, prediction: TrainingPrediction) -> torch.Tensor:
+        return from_diffusion_space(prediction.output, self.cond, self.config)  # the output is the target itself
 
 
 DENOISERS: dict[str, type[Denoiser]] = {"diffusion": Denoiser, "regression": RegressionDenoiser}

@@ -10,7 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
+from sr3.config import Config, DiffusionConfig
 from sr3.data import ImageFolderDataset
+from sr3.predict_refine import load_predictor
 from sr3.presets import PRESETS
 from sr3.train import train
 
@@ -56,3 +58,24 @@ def tiny_model_dir(image_folder, tmp_path_factory):
     config = tiny_config()
     dataset = ImageFolderDataset(image_folder, config.data.crop_size)
     return train(config, dataset, out, progress=False)
+
+
+def lowres_config(objective: str, anchor: str = "bicubic", steps: int = 4) -> Config:
+    """The tiny preset computing at LR resolution (model.pixel_unshuffle = 4) on the residual, v-prediction."""
+    config = tiny_config(steps=steps)
+    return config.replace(model=dataclasses.replace(config.model, pixel_unshuffle=4),
+                          diffusion=DiffusionConfig(objective=objective, target="residual", residual_scale=4.0,
+                                                    prediction="v", anchor=anchor))
+
+
+@pytest.fixture(scope="session")
+def refiner_dir(image_folder, tmp_path_factory):
+    """A tiny predictor and a tiny refiner trained on it (a few steps each): (refiner dir, predictor dir)."""
+    root = tmp_path_factory.mktemp("predict_refine")
+    predictor_config = lowres_config("regression")
+    dataset = ImageFolderDataset(image_folder, predictor_config.data.crop_size)
+    predictor_dir = train(predictor_config, dataset, root / "predictor", progress=False)
+    refiner_config = lowres_config("diffusion", anchor="predictor")
+    predictor = load_predictor(predictor_dir, refiner_config)
+    return train(refiner_config, dataset, root / "refiner", progress=False, predictor=predictor,
+                 predictor_dir=predictor_dir), predictor_dir

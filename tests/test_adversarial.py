@@ -9,8 +9,6 @@ from safetensors.torch import load_file
 import sr3
 from sr3.adversarial import PatchDiscriminator, discriminator_loss, generator_loss
 
-from test_predict_refine import refiner_dir  # noqa: F401  (a tiny predictor and refiner, trained once)
-
 
 def test_hinge_losses_take_their_textbook_values():
     real, fake = torch.tensor([2.0, 0.5]), torch.tensor([-3.0, 0.0])

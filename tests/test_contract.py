@@ -9,7 +9,7 @@ import torch
 
 from sr3.config import DiffusionConfig
 from sr3.diffusion import Conditioning, Denoiser, PARAMETERIZATIONS, RegressionDenoiser, add_noise, make_denoiser, \
-    to_diffusion_space
+    from_diffusion_space, to_diffusion_space
 from sr3.schedules import training_gammas
 
 COMBINATIONS = list(itertools.product(PARAMETERIZATIONS, ("image", "residual")))
@@ -62,6 +62,9 @@ def test_the_training_loss_is_zero_for_the_exact_target(prediction, target):
     denoiser = Denoiser(Oracle(x0, prediction), config, cond, batched=True)
     loss = denoiser.loss(hr, training_gammas(config), torch.Generator().manual_seed(3))
     assert float(loss) < 1e-4, (prediction, target, float(loss))
+    # the image a training draw implies (what an adversarial term judges) is the HR image for the exact target
+    draw = denoiser.training_prediction(hr, training_gammas(config), torch.Generator().manual_seed(3))
+    assert torch.allclose(denoiser.estimate(draw), hr, atol=2e-3), (prediction, target)
 
 
 def test_regression_is_an_adapter_of_the_same_contract():
@@ -83,3 +86,5 @@ def test_regression_is_an_adapter_of_the_same_contract():
     assert torch.equal(denoiser.noise_levels(gammas), gammas[[0, -1]])  # one evaluation is a sample
     target = to_diffusion_space(hr, cond, config)
     assert torch.allclose(denoiser.loss(hr, gammas, torch.Generator()), (0.25 - target).abs().mean())
+    draw = denoiser.training_prediction(hr, gammas, torch.Generator())
+    assert torch.allclose(denoiser.estimate(draw), from_diffusion_space(torch.full_like(hr, 0.25), cond, config))

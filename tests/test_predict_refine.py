@@ -1,6 +1,5 @@
 """Low-resolution U-Net (model.pixel_unshuffle) and predict-and-refine (sr3/predict_refine.py)."""
 
-import dataclasses
 import json
 import pytest
 import torch
@@ -9,21 +8,14 @@ import sr3
 from sr3.cascade import Cascade, CascadeConfig, StageSettings, stage_seeds, write_cascade
 from sr3.checkpoint import load_model_dir
 from sr3.cli import main
-from sr3.config import Config, DiffusionConfig, SamplingConfig, UNetConfig
+from sr3.config import SamplingConfig, UNetConfig
 from sr3.data import ImageFolderDataset
 from sr3.errors import UserError
 from sr3.predict_refine import PREDICTOR_DIR, Predictor, load_predictor
 from sr3.train import train
 from sr3.unet import UNet
 
-from conftest import tiny_config
-
-
-def lowres_config(objective: str, anchor: str = "bicubic", steps: int = 4) -> Config:
-    config = tiny_config(steps=steps)
-    return config.replace(model=dataclasses.replace(config.model, pixel_unshuffle=4),
-                          diffusion=DiffusionConfig(objective=objective, target="residual", residual_scale=4.0,
-                                                    prediction="v", anchor=anchor))
+from conftest import lowres_config
 
 
 def test_pixel_unshuffle_runs_every_block_at_low_resolution_and_round_trips_shapes():
@@ -58,19 +50,6 @@ def test_a_config_without_the_new_fields_loads_as_before(tiny_model_dir, tmp_pat
     x, cond = torch.randn(1, 3, 32, 32), torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(model(x, torch.tensor([0.5]), cond), new_model(x, torch.tensor([0.5]), cond))
-
-
-@pytest.fixture(scope="module")
-def refiner_dir(image_folder, tmp_path_factory):
-    """A tiny predictor and a tiny refiner trained on it (a few steps each)."""
-    root = tmp_path_factory.mktemp("predict_refine")
-    predictor_config = lowres_config("regression")
-    dataset = ImageFolderDataset(image_folder, predictor_config.data.crop_size)
-    predictor_dir = train(predictor_config, dataset, root / "predictor", progress=False)
-    refiner_config = lowres_config("diffusion", anchor="predictor")
-    predictor = load_predictor(predictor_dir, refiner_config)
-    return train(refiner_config, dataset, root / "refiner", progress=False, predictor=predictor,
-                 predictor_dir=predictor_dir), predictor_dir
 
 
 def test_the_refiner_is_conditioned_on_the_predictor_output(refiner_dir):

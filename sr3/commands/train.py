@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from ..checkpoint import SAMPLING_FILE, load_model_dir, load_sampling_defaults, resolve_model_dir
+from ..checkpoint import load_model_dir, resolve_model_dir, sampling_files
 from ..config import Config, DataConfig, DiffusionConfig, TrainConfig, UNetConfig, add_dataclass_arguments, \
     apply_flags, apply_overrides
 from ..errors import UserError
@@ -112,9 +112,7 @@ def run(args: argparse.Namespace) -> int:
     if predictor_dir is None and init_dir and config.diffusion.anchor == "predictor":
         predictor_dir = init_dir / PREDICTOR_DIR  # a shipped refiner holds its predictor
     predictor = load_predictor(predictor_dir, config, device) if predictor_dir else None
-    # a fine-tuned model keeps the sampling defaults it was shipped with (validated on the way)
-    model_files = {SAMPLING_FILE: dataclasses.asdict(load_sampling_defaults(init_dir))} \
-        if init_dir and (init_dir / SAMPLING_FILE).exists() else None
+    model_files = sampling_files(init_dir) if init_dir else None  # a fine-tuned model samples as it did
     model_dir = train(config, dataset, args.out, resume=args.resume, device=device,
                       progress=not args.no_progress, command=command, predictor=predictor,
                       predictor_dir=predictor_dir, init=init_model, model_files=model_files)

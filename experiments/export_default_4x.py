@@ -7,6 +7,13 @@ Writes, in --out: the refiner (config.json, model.safetensors: EMA weights cast 
 predictor in predictor/ (the same), sampling.json (the default sampling settings), and
 model_card.json for both, with the exact training commands, steps, minutes and speed read from
 each run's log.jsonl.  Refuses to write into a folder that already holds a model.
+
+A continued predictor (sr3 train --init of a shipped model's predictor) replaces the predictor of
+a shipped model, keeping its refiner and sampling settings; the predictor's card lists the shipped
+card's history, then the continuation's commands, steps and minutes:
+
+    python experiments/export_default_4x.py --continues sr3/weights/sr3-refine-4x \
+        --predictor-run runs/pred-cont --out runs/sr3-refine-4x-next
 """
 
 from __future__ import annotations
@@ -18,8 +25,9 @@ from pathlib import Path
 
 import torch
 
-from sr3.checkpoint import SAMPLING_FILE, load_model_dir, save_model_dir
-from sr3.config import SamplingConfig
+from sr3.atomic import atomic_write_bytes, write_json
+from sr3.checkpoint import CONFIG_FILE, SAMPLING_FILE, WEIGHTS_FILE, load_model_dir, save_model_dir
+from sr3.config import SamplingConfig, read_json
 from sr3.predict_refine import PREDICTOR_DIR
 from sr3.unet import count_parameters
 
@@ -46,6 +54,17 @@ COMMANDS = {  # the sessions as they ran (2026-11-27, wall clock 15:50-17:40 UTC
         "--out runs/cpu-4x-refine --resume --steps STEPS   # writes model/ and copies the predictor into model/predictor/",
     ],
 }
+CONTINUATION_COMMANDS = [  # 2026-11-29 (seventh session, 23:14 UTC on), the predictor continued from the shipped one
+    f"OMP_NUM_THREADS=1 {RUN} --init sr3/weights/sr3-refine-4x/predictor --data {DATA} --out runs/pred-cont "
+    "--steps 4000 --train.seed 1 --train.lr 3e-4 --train.checkpoint-every 250 --train.keep-every 500 --no-progress   "
+    "# stopped after checkpoint 1000 to continue on both cores",
+    f"OMP_NUM_THREADS=2 {RUN} --init sr3/weights/sr3-refine-4x/predictor --data {DATA} --out runs/pred-cont "
+    "--resume --steps STEPS --train.seed 1 --train.lr 3e-4 --train.checkpoint-every 250 --train.keep-every 500 "
+    "--no-progress",
+]
+
+
+HARDWARE = "{cpu} (AVX-512 bf16), 2 cores shared with other jobs, bf16 autocast, no GPU"
 
 
 def cpu_name() -> str:
@@ -66,10 +85,48 @@ def run_summary(run: Path) -> dict:
             "sessions": len(sessions), "images_per_second_last_session": round(last["images_per_s"], 1)}
 
 
+def export_continued(shipped: Path, predictor_run: Path, out: Path) -> None:
+    """``shipped`` with its predictor replaced by the one ``predictor_run`` continued from it.
+
+    The refiner's files and sampling settings are copied unchanged; both cards say that the refiner
+    was trained against the earlier predictor.  The predictor's card is the shipped one's history
+    followed by the continuation's commands, with steps, minutes and sessions added up.
+    """
+    old = read_json(shipped / PREDICTOR_DIR / "model_card.json", "model card")
+    run = run_summary(predictor_run)
+    predictor, predictor_config = load_model_dir(predictor_run / "model")
+    predictor_card = {**old, "training_commands": old["training_commands"] + [
+                          c.replace("STEPS", str(run["steps"])) for c in CONTINUATION_COMMANDS],
+                      "steps": old["steps"] + run["steps"], "final_logged_loss": run["final_logged_loss"],
+                      "train_minutes_logged": round(old["train_minutes_logged"] + run["train_minutes_logged"], 1),
+                      "sessions": old["sessions"] + run["sessions"],
+                      "images_per_second_last_session": run["images_per_second_last_session"],
+                      "hardware": HARDWARE.format(cpu=cpu_name()), "torch": torch.__version__,
+                      "continued": f"{old['steps']} steps as first shipped, then {run['steps']} more from its "
+                                   f"weights (sr3 train --init, new data seed, constant learning rate 3e-4 after "
+                                   f"100 warm-up steps)"}
+    out.mkdir(parents=True, exist_ok=True)
+    for name in (CONFIG_FILE, WEIGHTS_FILE, SAMPLING_FILE):
+        atomic_write_bytes(out / name, (shipped / name).read_bytes())
+    card = read_json(shipped / "model_card.json", "model card")
+    card["predictor"] = (f"{PREDICTOR_DIR}/ (see its model_card.json): continued for {run['steps']} steps after "
+                         "this refiner was trained; the refiner was trained against the predictor's first "
+                         f"{old['steps']} steps and is unchanged")
+    card["export"] = (f"python experiments/export_default_4x.py --continues {shipped} --predictor-run "
+                      f"{predictor_run} --out {out}")
+    save_model_dir(out / PREDICTOR_DIR, predictor, predictor_config, dtype=torch.bfloat16,
+                   extra_files={"model_card.json": predictor_card,
+                                SAMPLING_FILE: read_json(shipped / PREDICTOR_DIR / SAMPLING_FILE, "sampling file")})
+    write_json(out / "model_card.json", card)
+    print(json.dumps(predictor_card, indent=2))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--predictor-run", type=Path, required=True)
-    p.add_argument("--refiner-run", type=Path, required=True)
+    p.add_argument("--refiner-run", type=Path, help="the refiner's training run (a new pair; not with --continues)")
+    p.add_argument("--continues", type=Path, help="a shipped model whose refiner, sampling settings and card "
+                                                  "history stay; --predictor-run continued its predictor")
     p.add_argument("--sampler", default="ddpm")
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--schedule", default="train")
@@ -80,9 +137,14 @@ def main() -> None:
     args = p.parse_args()
     if (args.out / "config.json").exists():
         raise SystemExit(f"{args.out} already holds a model; remove it first")
+    if (args.refiner_run is None) == (args.continues is None):
+        raise SystemExit("give either --refiner-run (a new pair) or --continues (a continued predictor)")
+    if args.continues is not None:
+        export_continued(args.continues, args.predictor_run, args.out)
+        return
     sampling = SamplingConfig(sampler=args.sampler, steps=args.steps, schedule=args.schedule,
                               temperature=args.temperature, tile=args.tile)
-    hardware = f"{cpu_name()} (AVX-512 bf16), 2 cores shared with other jobs, bf16 autocast, no GPU"
+    hardware = HARDWARE.format(cpu=cpu_name())
     common = {"training_data": f"{DATA} (43 photos; random 128 px HR crops cut from the photo shrunk by a "
                                "log-uniform factor in [1, 4]; horizontal flips; LR by sr3.degradation)",
               "batch_size": 16, "hardware": hardware, "torch": torch.__version__,

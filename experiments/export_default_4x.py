@@ -25,8 +25,8 @@ from pathlib import Path
 
 import torch
 
-from sr3.atomic import atomic_write_bytes, write_json
-from sr3.checkpoint import CONFIG_FILE, SAMPLING_FILE, WEIGHTS_FILE, load_model_dir, save_model_dir
+from sr3.atomic import write_json
+from sr3.checkpoint import CONFIG_FILE, SAMPLING_FILE, WEIGHTS_FILE, copy_model_files, load_model_dir, save_model_dir
 from sr3.config import SamplingConfig, read_json
 from sr3.predict_refine import PREDICTOR_DIR
 from sr3.unet import count_parameters
@@ -54,7 +54,7 @@ COMMANDS = {  # the sessions as they ran (2026-11-27, wall clock 15:50-17:40 UTC
         "--out runs/cpu-4x-refine --resume --steps STEPS   # writes model/ and copies the predictor into model/predictor/",
     ],
 }
-CONTINUATION_COMMANDS = [  # 2026-11-29 (seventh session, 23:14 UTC on), the predictor continued from the shipped one
+CONTINUATION_COMMANDS = [  # 2026-11-29 (seventh session, 23:12 UTC on), the predictor continued from the shipped one
     f"OMP_NUM_THREADS=1 {RUN} --init sr3/weights/sr3-refine-4x/predictor --data {DATA} --out runs/pred-cont "
     "--steps 4000 --train.seed 1 --train.lr 3e-4 --train.checkpoint-every 250 --train.keep-every 500 --no-progress   "
     "# stopped after checkpoint 1000 to continue on both cores",
@@ -95,6 +95,7 @@ def export_continued(shipped: Path, predictor_run: Path, out: Path) -> None:
     old = read_json(shipped / PREDICTOR_DIR / "model_card.json", "model card")
     run = run_summary(predictor_run)
     predictor, predictor_config = load_model_dir(predictor_run / "model")
+    recipe = predictor_config.train
     predictor_card = {**old, "training_commands": old["training_commands"] + [
                           c.replace("STEPS", str(run["steps"])) for c in CONTINUATION_COMMANDS],
                       "steps": old["steps"] + run["steps"], "final_logged_loss": run["final_logged_loss"],
@@ -103,11 +104,9 @@ def export_continued(shipped: Path, predictor_run: Path, out: Path) -> None:
                       "images_per_second_last_session": run["images_per_second_last_session"],
                       "hardware": HARDWARE.format(cpu=cpu_name()), "torch": torch.__version__,
                       "continued": f"{old['steps']} steps as first shipped, then {run['steps']} more from its "
-                                   f"weights (sr3 train --init, new data seed, constant learning rate 3e-4 after "
-                                   f"100 warm-up steps)"}
-    out.mkdir(parents=True, exist_ok=True)
-    for name in (CONFIG_FILE, WEIGHTS_FILE, SAMPLING_FILE):
-        atomic_write_bytes(out / name, (shipped / name).read_bytes())
+                                   f"weights (sr3 train --init, data seed {recipe.seed}, constant learning rate "
+                                   f"{recipe.lr:g} after {recipe.warmup_steps} warm-up steps)"}
+    copy_model_files(shipped, out, (CONFIG_FILE, WEIGHTS_FILE, SAMPLING_FILE))  # the refiner, unchanged
     card = read_json(shipped / "model_card.json", "model card")
     card["predictor"] = (f"{PREDICTOR_DIR}/ (see its model_card.json): continued for {run['steps']} steps after "
                          "this refiner was trained; the refiner was trained against the predictor's first "
@@ -115,8 +114,8 @@ def export_continued(shipped: Path, predictor_run: Path, out: Path) -> None:
     card["export"] = (f"python experiments/export_default_4x.py --continues {shipped} --predictor-run "
                       f"{predictor_run} --out {out}")
     save_model_dir(out / PREDICTOR_DIR, predictor, predictor_config, dtype=torch.bfloat16,
-                   extra_files={"model_card.json": predictor_card,
-                                SAMPLING_FILE: read_json(shipped / PREDICTOR_DIR / SAMPLING_FILE, "sampling file")})
+                   extra_files={"model_card.json": predictor_card})
+    copy_model_files(shipped / PREDICTOR_DIR, out / PREDICTOR_DIR, (SAMPLING_FILE,))
     write_json(out / "model_card.json", card)
     print(json.dumps(predictor_card, indent=2))
 

@@ -41,6 +41,15 @@ def resolve_model_dir(path: str | Path) -> Path:
     return path
 
 
+def copy_model_files(source: str | Path, target: Path,
+                     names: tuple[str, ...] = (CONFIG_FILE, WEIGHTS_FILE)) -> None:
+    """Copy the files ``names`` of the model directory ``source`` into ``target`` (created), each atomically."""
+    source = resolve_model_dir(source)
+    target.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        atomic_write_bytes(target / name, (source / name).read_bytes())
+
+
 def save_model_dir(path: str | Path, model: torch.nn.Module, config: Config, dtype: torch.dtype | None = None,
                    extra_files: dict[str, dict] | None = None) -> Path:
     """Write config.json and model.safetensors (optionally cast to ``dtype``, e.g. bf16 to ship)."""

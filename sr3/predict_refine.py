@@ -19,12 +19,11 @@ directory, usable alone as the deterministic upscaler).
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import torch
 
-from .checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_model_dir, resolve_model_dir
+from .checkpoint import CONFIG_FILE, WEIGHTS_FILE, copy_model_files, load_model_dir, resolve_model_dir
 from .config import Config, SamplingConfig
 from .diffusion import Conditioning
 from .errors import UserError
@@ -109,10 +108,4 @@ def load_anchor(model_dir: str | Path, config: Config, device="cpu") -> BicubicA
 
 def copy_predictor(source: str | Path, model_dir: Path) -> None:
     """Put the predictor's model directory into the refiner's as ``predictor/`` (config and weights)."""
-    source = resolve_model_dir(source)
-    target = model_dir / PREDICTOR_DIR
-    target.mkdir(parents=True, exist_ok=True)
-    for name in (CONFIG_FILE, WEIGHTS_FILE):
-        tmp = target / (name + ".tmp")
-        shutil.copyfile(source / name, tmp)
-        tmp.replace(target / name)
+    copy_model_files(source, model_dir / PREDICTOR_DIR)
